@@ -1,0 +1,1 @@
+"""Simpul node: the running program (config, CLI, HTTP API, carriers)."""
