@@ -1,1 +1,1 @@
-"""Simpul crypto: node keys, certificates, signatures, encryption and key files (no network, no SQL)."""
+"""Simpul crypto: keys, certificates, signatures, encryption, key files (no network, no SQL)."""

@@ -1,1 +1,1 @@
-"""Simpul sync: household records as Automerge documents, feeds, frontiers, the store and the engine."""
+"""Simpul sync: records as Automerge documents, feeds, frontiers, the store, the engine."""

@@ -1,0 +1,279 @@
+"""The JSON API (`/api/v1`): household records, search, history and status, behind bearer tokens.
+
+Errors are JSON: 400 for a body that is not JSON or a bad query parameter, 422 with
+`fields` naming each invalid field, 401 without a valid token, 404 for an unknown id,
+409 for an id already taken, 410 for a deleted record. Nothing is written on error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from simpul.node.runtime import Node
+from simpul.sync.household import (
+    FieldError,
+    ValidationError,
+    validate_fields,
+    validate_household,
+    validate_member,
+)
+from simpul.sync.ids import new_member_id
+from simpul.sync.operators import Operator
+from simpul.sync.record_doc import MEMBERS
+from simpul.sync.store import RecordExists, RecordNotFound
+
+log = logging.getLogger(__name__)
+
+NODE_KEY = web.AppKey("node", Node)
+OPERATOR = "operator"
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+MAX_BODY = 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def invalid(errors: list[FieldError]) -> web.Response:
+    fields = [{"field": e.field, "message": e.message} for e in errors]
+    return error(422, "validation failed", fields=fields)
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api/ request needs `Authorization: Bearer TOKEN` of an operator."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    operator = None
+    if scheme.lower() == "bearer" and token.strip():
+        operator = await request.app[NODE_KEY].operators.by_token(token.strip())
+    if operator is None:
+        log.info("api auth refused path=%s remote=%s", request.path, request.remote)
+        return error(401, "a valid bearer token is required", hint="simpul token create NAME")
+    request[OPERATOR] = operator
+    return await handler(request)
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    try:
+        return json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"body is not valid JSON: {exc}"}),
+            content_type="application/json",
+        ) from None
+
+
+def record_id_of(request: web.Request) -> str:
+    try:
+        return str(uuid.UUID(request.match_info["id"]))
+    except ValueError:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": "no such record"}), content_type="application/json"
+        ) from None
+
+
+def apply_patch(current: dict[str, Any], body: Any) -> dict[str, Any]:
+    """The household after a PATCH body: top-level fields, and member add/update/remove.
+
+    `rumah` may be partial. Member operations go under `anggota`:
+    `{"add": [member, ...], "update": {member_id: {field: value}}, "remove": [member_id]}`.
+    Raises ValidationError naming every bad field.
+    """
+    if not isinstance(body, dict) or not body:
+        raise ValidationError([FieldError("", "expected a JSON object with fields to change")])
+    fields = {k: v for k, v in body.items() if k != MEMBERS}
+    if isinstance(fields.get("rumah"), dict) and isinstance(current.get("rumah"), dict):
+        fields["rumah"] = {**current["rumah"], **fields["rumah"]}
+    errors: list[FieldError] = []
+    target = dict(current)
+    if fields:
+        try:
+            target.update(validate_fields(fields))
+        except ValidationError as exc:
+            errors += exc.errors
+    if MEMBERS in body:
+        try:
+            target[MEMBERS] = apply_member_ops(current.get(MEMBERS, []), body[MEMBERS])
+        except ValidationError as exc:
+            errors += exc.errors
+    if errors:
+        raise ValidationError(errors)
+    return validate_household(target)
+
+
+def _prefixed(exc: ValidationError, prefix: str) -> list[FieldError]:
+    return [FieldError(f"{prefix}.{e.field}" if e.field else prefix, e.message) for e in exc.errors]
+
+
+def apply_member_ops(members: list[dict[str, Any]], ops: Any) -> list[dict[str, Any]]:
+    if not isinstance(ops, dict) or not set(ops) <= {"add", "update", "remove"}:
+        raise ValidationError(
+            [FieldError(MEMBERS, "expected an object with 'add', 'update' and/or 'remove'")]
+        )
+    errors: list[FieldError] = []
+    by_id = {m["id"]: dict(m) for m in members}
+    remove = ops.get("remove", [])
+    update = ops.get("update", {})
+    add = ops.get("add", [])
+    if not isinstance(remove, list):
+        errors.append(FieldError("anggota.remove", "expected a list of member ids"))
+        remove = []
+    if not isinstance(update, dict):
+        errors.append(FieldError("anggota.update", "expected an object member id -> fields"))
+        update = {}
+    if not isinstance(add, list):
+        errors.append(FieldError("anggota.add", "expected a list of members"))
+        add = []
+    for member_id in remove:
+        if by_id.pop(member_id, None) is None:
+            errors.append(FieldError(f"anggota.remove[{member_id}]", "no member with this id"))
+    for member_id, changes in update.items():
+        where = f"anggota.update[{member_id}]"
+        if member_id not in by_id:
+            errors.append(FieldError(where, "no member with this id"))
+            continue
+        try:
+            validate_member(changes, partial=True)
+            by_id[member_id] = {**validate_member({**by_id[member_id], **changes}), "id": member_id}
+        except ValidationError as exc:
+            errors += _prefixed(exc, where)
+    added = []
+    for index, member in enumerate(add):
+        try:
+            added.append({**validate_member(member), "id": new_member_id()})
+        except ValidationError as exc:
+            errors += _prefixed(exc, f"anggota.add[{index}]")
+    if errors:
+        raise ValidationError(errors)
+    return [by_id[m["id"]] for m in members if m["id"] in by_id] + added
+
+
+async def create_record(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    body = await read_json(request)
+    try:
+        household = validate_household(body)
+    except ValidationError as exc:
+        return invalid(exc.errors)
+    operator: Operator = request[OPERATOR]
+    try:
+        record = await node.records.create(household, operator.username, household.get("id"))
+    except RecordExists:
+        return error(409, "a record with this id already exists", id=household.get("id"))
+    log.info("record create id=%s operator=%s", record["id"], operator.username)
+    return web.json_response(record, status=201)
+
+
+async def get_record(request: web.Request) -> web.Response:
+    record = await request.app[NODE_KEY].records.get(record_id_of(request))
+    if record is None:
+        return error(404, "no such record")
+    if record["_meta"]["deleted"]:
+        return error(410, "record deleted", id=record["id"], _meta=record["_meta"])
+    return web.json_response(record)
+
+
+async def patch_record(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    record_id = record_id_of(request)
+    body = await read_json(request)
+    operator: Operator = request[OPERATOR]
+    try:
+        record = await node.records.update(
+            record_id, lambda current: apply_patch(current, body), operator.username
+        )
+    except RecordNotFound:
+        return error(404, "no such record")
+    except ValidationError as exc:
+        return invalid(exc.errors)
+    log.info("record patch id=%s operator=%s", record_id, operator.username)
+    return web.json_response(record)
+
+
+async def delete_record(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    record_id = record_id_of(request)
+    operator: Operator = request[OPERATOR]
+    try:
+        record = await node.records.update(
+            record_id, lambda current: current, operator.username, delete=True
+        )
+    except RecordNotFound:
+        return error(404, "no such record")
+    log.info("record delete id=%s operator=%s", record_id, operator.username)
+    return web.json_response(record)
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"{name} must be a whole number from {low} to {high}"}),
+            content_type="application/json",
+        )
+    return value
+
+
+async def list_records(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    items, total = await request.app[NODE_KEY].records.search(
+        q=request.query.get("q") or None,
+        kode_wilayah=request.query.get("kode_wilayah") or None,
+        status_usulan=request.query.get("status_usulan") or None,
+        limit=limit,
+        offset=offset,
+    )
+    return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+async def record_history(request: web.Request) -> web.Response:
+    history = await request.app[NODE_KEY].records.history(record_id_of(request))
+    if history is None:
+        return error(404, "no such record")
+    return web.json_response({"id": request.match_info["id"], "changes": history})
+
+
+async def node_status(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return web.json_response(await status_of(node))
+
+
+async def status_of(node: Node) -> dict[str, Any]:
+    """The facts `simpul status` and `GET /api/v1/status` show."""
+    counts = await node.records.counts()
+    return {"node_id": node.node_id, "network_id": None, **counts}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/v1/records", create_record)
+    app.router.add_get("/api/v1/records", list_records)
+    app.router.add_get("/api/v1/records/{id}", get_record)
+    app.router.add_patch("/api/v1/records/{id}", patch_record)
+    app.router.add_delete("/api/v1/records/{id}", delete_record)
+    app.router.add_get("/api/v1/records/{id}/history", record_history)
+    app.router.add_get("/api/v1/status", node_status)

@@ -1,0 +1,233 @@
+"""The `simpul` command line: run a node, manage operators and tokens, import, export, status.
+
+Every failure is one clear line on stderr and a non-zero exit code, never a traceback
+(run with `--log-level debug` to see one in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from simpul.crypto.node_key import KeyFileError, verify_signature
+from simpul.node.api import status_of
+from simpul.node.importer import import_csv
+from simpul.node.runtime import default_data_dir, open_node
+from simpul.node.server import serve
+from simpul.sync.csv_households import CsvFormatError
+from simpul.sync.database import DatabaseError
+from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
+from simpul.sync.feed import FeedError
+from simpul.sync.operators import ROLES, OperatorError
+
+log = logging.getLogger("simpul")
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+T = TypeVar("T")
+
+EXPECTED_ERRORS = (OperatorError, DatabaseError, KeyFileError, CsvFormatError, FeedError, OSError)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning expected failures into one-line errors."""
+    try:
+        return asyncio.run(coro)
+    except EXPECTED_ERRORS as exc:
+        log.debug("command failed", exc_info=True)
+        raise click.ClickException(str(exc)) from None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where this node keeps its key and database (default: $SIMPUL_DATA_DIR or "
+    "~/.local/share/simpul).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, log_level: str) -> None:
+    """Simpul: peer-to-peer sync of household welfare records."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    ctx.obj = data_dir or default_data_dir()
+
+
+@main.command()
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT to serve.")
+@click.pass_obj
+def node(data_dir: Path, listen: str) -> None:
+    """Run this node (web UI and JSON API) until stopped."""
+    host, port = parse_listen(listen)
+
+    def ready(url: str) -> None:
+        click.echo(f"Simpul node running at {url}", nl=True)
+        sys.stdout.flush()
+
+    run(serve(data_dir, host, port, ready))
+
+
+@main.group()
+def operator() -> None:
+    """Manage the people who log in to this node."""
+
+
+@operator.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_obj
+def operator_add(data_dir: Path, name: str, role: str, password_stdin: bool) -> None:
+    """Add operator NAME with a role and a password."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Again: ") != password:
+            raise click.ClickException("the two passwords differ")
+
+    async def add() -> None:
+        async with open_node(data_dir) as opened:
+            await opened.operators.add(name, role, password)
+
+    run(add())
+    click.echo(f"operator {name} added with role {role}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens for scripts and integrations."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.pass_obj
+def token_create(data_dir: Path, name: str) -> None:
+    """Print a new API token for operator NAME."""
+
+    async def create() -> str:
+        async with open_node(data_dir) as opened:
+            return await opened.operators.create_token(name)
+
+    click.echo(run(create()))
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--operator",
+    "operator_name",
+    default="import",
+    show_default=True,
+    help="Username recorded in the audit trail.",
+)
+@click.pass_obj
+def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> None:
+    """Import households from an office CSV file (one row per person)."""
+    show_progress = not as_json and sys.stderr.isatty()
+
+    async def go() -> dict[str, Any]:
+        async with open_node(data_dir) as opened:
+            return await import_csv(opened.records, file, operator_name, show_progress)
+
+    summary = run(go())
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    click.echo(
+        f"{summary['households']} households ({summary['persons']} persons) imported: "
+        f"{summary['created']} new, {summary['updated']} updated, "
+        f"{summary['unchanged']} unchanged; {len(summary['rejected'])} rows rejected"
+    )
+    for rejection in summary["rejected"][:50]:
+        click.echo(f"  line {rejection['line']}: {rejection['reason']}", err=True)
+    if len(summary["rejected"]) > 50:
+        click.echo(f"  … and {len(summary['rejected']) - 50} more (use --json)", err=True)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_obj
+def export(data_dir: Path, fmt: str, out: Path | None) -> None:
+    """Export every live household as CSV or JSON lines."""
+
+    async def go() -> int:
+        stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+        count = 0
+        try:
+            writer = csv.writer(stream, lineterminator="\n")
+            if fmt == "csv":
+                writer.writerow(CSV_COLUMNS)
+            async with open_node(data_dir) as opened:
+                async for record in opened.records.iter_all():
+                    if fmt == "csv":
+                        writer.writerows(csv_rows(record))
+                    else:
+                        stream.write(jsonl_line(record))
+                    count += 1
+        finally:
+            if out:
+                stream.close()
+        return count
+
+    count = run(go())
+    if out:
+        click.echo(f"{count} households written to {out}", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def status(data_dir: Path, as_json: bool) -> None:
+    """Show this node's id, network, record count and feed length."""
+
+    async def go() -> dict[str, Any]:
+        async with open_node(data_dir) as opened:
+            return await status_of(opened)
+
+    facts = run(go())
+    if as_json:
+        click.echo(json.dumps(facts))
+        return
+    for key, value in facts.items():
+        click.echo(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
+
+
+@main.command()
+@click.pass_obj
+def verify(data_dir: Path) -> None:
+    """Verify every feed: hash chains and checkpoint signatures."""
+
+    async def go() -> dict[str, int]:
+        async with open_node(data_dir) as opened:
+            return await opened.records.verify_feeds(verify_signature)
+
+    for origin, seq in run(go()).items():
+        click.echo(f"feed {origin}: {seq} entries verified")

@@ -1,0 +1,62 @@
+"""A node's open state: data dir, identity key, database, record store and operator accounts.
+
+The CLI and the server both open a node through `open_node`; several processes may open
+the same data dir at once (the database serialises their writes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from simpul.crypto.node_key import NodeKey
+from simpul.sync.database import Database
+from simpul.sync.operators import Operators
+from simpul.sync.store import RecordStore
+
+DATA_DIR_ENV = "SIMPUL_DATA_DIR"
+KEY_FILE = "node.key"
+DB_FILE = "simpul.db"
+
+
+def default_data_dir() -> Path:
+    """$SIMPUL_DATA_DIR, else the per-user data dir ($XDG_DATA_HOME/simpul)."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "simpul"
+
+
+@dataclass
+class Node:
+    """Everything a command or the server needs of one node."""
+
+    data_dir: Path
+    key: NodeKey
+    db: Database
+    records: RecordStore
+    operators: Operators
+
+    @property
+    def node_id(self) -> str:
+        return self.key.node_id_hex
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+@asynccontextmanager
+async def open_node(data_dir: Path) -> AsyncIterator[Node]:
+    """Open (creating on first use) the node whose state lives in `data_dir`."""
+    prepare_data_dir(data_dir)
+    key = NodeKey.load_or_create(data_dir / KEY_FILE)
+    db = await Database.open(data_dir / DB_FILE)
+    try:
+        records = RecordStore(db, key.node_id, key.public_bytes, key.sign)
+        yield Node(data_dir, key, db, records, Operators(db))
+    finally:
+        await db.close()

@@ -1,0 +1,57 @@
+"""The node's HTTP face: builds the aiohttp application and runs it until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from simpul.node.api import NODE_KEY, add_routes, bearer_auth, status_of
+from simpul.node.runtime import Node, open_node
+
+log = logging.getLogger(__name__)
+
+PAGE = (Path(__file__).parent / "templates" / "index.html").read_text(encoding="utf-8")
+
+
+async def index(request: web.Request) -> web.Response:
+    status = await status_of(request.app[NODE_KEY])
+    body = PAGE.replace("{{node_id}}", status["node_id"]).replace(
+        "{{records}}", str(status["records"])
+    )
+    return web.Response(text=body, content_type="text/html", charset="utf-8")
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[bearer_auth], client_max_size=1024 * 1024)
+    app[NODE_KEY] = node
+    app.router.add_get("/", index)
+    add_routes(app)
+    return app
+
+
+async def serve(data_dir: Path, host: str, port: int, ready: Callable[[str], None]) -> None:
+    """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL once listening."""
+    async with open_node(data_dir) as node:
+        runner = web.AppRunner(build_app(node), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # the bound port for port 0
+        bound = sockets[0].getsockname()[1] if sockets else port
+        url = f"http://{host}:{bound}/"
+        log.info("node serving node_id=%s url=%s data_dir=%s", node.node_id, url, data_dir)
+        ready(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            log.info("node stopping node_id=%s", node.node_id)
+            await runner.cleanup()

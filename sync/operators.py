@@ -1,0 +1,88 @@
+"""Operator accounts (operator, verifier, admin) and their API tokens, kept in the node's store."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from simpul.crypto.passwords import check_password, hash_password, new_token, token_digest
+from simpul.sync.database import Database
+
+ROLES = ("operator", "verifier", "admin")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
+MIN_PASSWORD = 8
+
+
+class OperatorError(Exception):
+    """A bad username, role or password, an unknown operator, or a duplicate."""
+
+
+@dataclass(frozen=True)
+class Operator:
+    username: str
+    role: str
+
+
+class Operators:
+    """The operator accounts of one node."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, username: str, role: str, password: str) -> Operator:
+        if not USERNAME.match(username):
+            raise OperatorError(
+                "username must be 2-32 characters: lowercase letters, digits, '.', '_' or '-'"
+            )
+        if role not in ROLES:
+            raise OperatorError(f"role must be one of {', '.join(ROLES)}")
+        if len(password) < MIN_PASSWORD:
+            raise OperatorError(f"password must have at least {MIN_PASSWORD} characters")
+        async with self.db.write() as conn:
+            async with conn.execute(
+                "SELECT 1 FROM operators WHERE username = ?", (username,)
+            ) as cursor:
+                if await cursor.fetchone():
+                    raise OperatorError(f"operator {username!r} already exists")
+            await conn.execute(
+                "INSERT INTO operators (username, role, password_hash, created_ms)"
+                " VALUES (?, ?, ?, ?)",
+                (username, role, hash_password(password), int(time.time() * 1000)),
+            )
+        return Operator(username, role)
+
+    async def get(self, username: str) -> Operator | None:
+        row = await self.db.fetchone(
+            "SELECT username, role FROM operators WHERE username = ?", (username,)
+        )
+        return Operator(row[0], row[1]) if row else None
+
+    async def check_login(self, username: str, password: str) -> Operator | None:
+        row = await self.db.fetchone(
+            "SELECT username, role, password_hash FROM operators WHERE username = ?", (username,)
+        )
+        if row is None or not check_password(password, row[2]):
+            return None
+        return Operator(row[0], row[1])
+
+    async def create_token(self, username: str) -> str:
+        if await self.get(username) is None:
+            raise OperatorError(
+                f"no operator named {username!r}; add one with 'simpul operator add'"
+            )
+        token = new_token()
+        async with self.db.write() as conn:
+            await conn.execute(
+                "INSERT INTO tokens (token_hash, username, created_ms) VALUES (?, ?, ?)",
+                (token_digest(token), username, int(time.time() * 1000)),
+            )
+        return token
+
+    async def by_token(self, token: str) -> Operator | None:
+        row = await self.db.fetchone(
+            "SELECT o.username, o.role FROM tokens t JOIN operators o USING (username)"
+            " WHERE t.token_hash = ?",
+            (token_digest(token),),
+        )
+        return Operator(row[0], row[1]) if row else None

@@ -1,0 +1,250 @@
+"""One household as an Automerge document: write a target state as minimal changes, read it back.
+
+Layout of the document root: every household field of the shared record shape, with
+`rumah` a map (so different house fields merge), `program` a list of strings, `anggota`
+a list of member maps each carrying a stable short `id` (so edits to different members
+merge). Every change also sets `_by` (operator username) and `_at` (Unix ms), so the
+audit trail is inside the change and covered by its hash; `_deleted` marks a tombstone.
+The node is the Automerge actor (its 16-byte node id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from automerge import core
+
+AUDIT_BY = "_by"
+AUDIT_AT = "_at"
+TOMBSTONE = "_deleted"
+INTERNAL_KEYS = (AUDIT_BY, AUDIT_AT, TOMBSTONE)
+MEMBERS = "anggota"
+
+
+class RecordDocError(Exception):
+    """Stored document bytes that cannot be loaded, or a change whose deps are missing."""
+
+
+def _scalar_type(value: Any) -> core.ScalarType:
+    if isinstance(value, bool):
+        return core.ScalarType.Boolean
+    if isinstance(value, int):
+        return core.ScalarType.Int
+    if isinstance(value, float):
+        return core.ScalarType.F64
+    if isinstance(value, str):
+        return core.ScalarType.Str
+    if value is None:
+        return core.ScalarType.Null
+    raise TypeError(f"unsupported value type {type(value).__name__}")
+
+
+def _write(tx: core.Transaction, obj: bytes, key: str | int, value: Any, insert: bool) -> None:
+    """Put (or insert, in a list) `value` at `key`, creating nested maps and lists."""
+    if isinstance(value, Mapping):
+        kind = core.ObjType.Map
+    elif isinstance(value, list):
+        kind = core.ObjType.List
+    else:
+        if insert:
+            tx.insert(obj, int(key), _scalar_type(value), value)
+        else:
+            tx.put(obj, key, _scalar_type(value), value)
+        return
+    child = tx.insert_object(obj, int(key), kind) if insert else tx.put_object(obj, key, kind)
+    if kind == core.ObjType.Map:
+        for k, v in value.items():
+            _write(tx, child, k, v, insert=False)
+    else:
+        for i, v in enumerate(value):
+            _write(tx, child, i, v, insert=True)
+
+
+def _child(doc: core.Document | core.Transaction, obj: bytes, key: str | int) -> bytes | None:
+    got = doc.get(obj, key)
+    if got is None or not isinstance(got[0], core.ObjType):
+        return None
+    return got[1]
+
+
+def _sync_map(tx: core.Transaction, obj: bytes, current: Mapping, target: Mapping) -> None:
+    """Make the map `obj` (whose plain value is `current`) equal to `target`, key by key."""
+    for key, value in target.items():
+        if key in current and current[key] == value:
+            continue
+        nested = _child(tx, obj, key) if isinstance(value, Mapping) else None
+        if nested is not None and isinstance(current.get(key), Mapping):
+            _sync_map(tx, nested, current[key], value)
+        else:
+            _write(tx, obj, key, value, insert=False)
+    for key in current:
+        if key not in target and key not in INTERNAL_KEYS:
+            tx.delete(obj, key)
+
+
+def _sync_members(
+    tx: core.Transaction, obj: bytes, current: Sequence[Mapping], target: Sequence[Mapping]
+) -> None:
+    """Edit the member list in place: update by id, append new ids, delete vanished ids."""
+    wanted = {m["id"]: m for m in target}
+    for index in range(len(current) - 1, -1, -1):
+        if current[index]["id"] not in wanted:
+            tx.delete(obj, index)
+    kept = [m for m in current if m["id"] in wanted]
+    position = {m["id"]: i for i, m in enumerate(kept)}
+    for member in target:
+        index = position.get(member["id"])
+        if index is None:
+            _write(tx, obj, len(position), dict(member), insert=True)
+            position[member["id"]] = len(position)
+        elif kept[index] != member:
+            member_obj = _child(tx, obj, index)
+            assert member_obj is not None
+            _sync_map(tx, member_obj, kept[index], member)
+
+
+@dataclass(frozen=True)
+class ChangeInfo:
+    """One Automerge change of a record, as the history shows it."""
+
+    hash: bytes
+    actor: bytes
+    operator: str | None
+    at_ms: int | None
+    fields: list[str]
+
+
+class RecordDoc:
+    """An Automerge household document owned by one actor (this node)."""
+
+    def __init__(self, doc: core.Document) -> None:
+        self.doc = doc
+
+    @classmethod
+    def new(cls, actor: bytes) -> RecordDoc:
+        return cls(core.Document(actor))
+
+    @classmethod
+    def load(cls, data: bytes, actor: bytes | None = None) -> RecordDoc:
+        try:
+            doc = core.Document.load(data)
+        except Exception as exc:  # the bindings raise bare Exception
+            raise RecordDocError(f"cannot load record document: {exc}") from exc
+        if actor is not None:
+            doc.set_actor(actor)
+        return cls(doc)
+
+    def save(self) -> bytes:
+        return self.doc.save()
+
+    @property
+    def heads(self) -> list[bytes]:
+        return self.doc.get_heads()
+
+    def plain(self) -> dict[str, Any]:
+        """The whole document as plain Python values, internal keys included."""
+        value = core.extract(self.doc)
+        assert isinstance(value, dict)
+        return value
+
+    def set_state(
+        self, target: Mapping[str, Any], operator: str, at_ms: int, deleted: bool = False
+    ) -> list[core.Change]:
+        """Write the minimal change that makes the household equal to `target`.
+
+        Returns the new changes (one, or none when nothing differs). Members are matched
+        by their `id`; `target` must give every member an id.
+        """
+        current = self.plain()
+        body = {k: v for k, v in current.items() if k not in INTERNAL_KEYS}
+        if body == dict(target) and bool(current.get(TOMBSTONE)) == deleted:
+            return []
+        before = self.heads
+        with self.doc.transaction() as tx:
+            _sync_map(
+                tx,
+                core.ROOT,
+                {k: v for k, v in body.items() if k != MEMBERS},
+                {k: v for k, v in target.items() if k != MEMBERS},
+            )
+            if MEMBERS in target:
+                members_obj = _child(tx, core.ROOT, MEMBERS)
+                if members_obj is None:
+                    _write(tx, core.ROOT, MEMBERS, [dict(m) for m in target[MEMBERS]], False)
+                else:
+                    _sync_members(tx, members_obj, body.get(MEMBERS, []), target[MEMBERS])
+            if deleted != bool(current.get(TOMBSTONE)):
+                _write(tx, core.ROOT, TOMBSTONE, deleted, insert=False)
+            _write(tx, core.ROOT, AUDIT_BY, operator, insert=False)
+            _write(tx, core.ROOT, AUDIT_AT, at_ms, insert=False)
+        return self.doc.get_changes(before)
+
+    def household(self) -> dict[str, Any]:
+        """The household fields only (no audit keys)."""
+        return {k: v for k, v in self.plain().items() if k not in INTERNAL_KEYS}
+
+    def changes(self) -> list[core.Change]:
+        return self.doc.get_changes([])
+
+    def _value_at(self, key: str, heads: list[bytes]) -> Any:
+        got = self.doc.get(core.ROOT, key, heads)
+        if got is None or isinstance(got[0], core.ObjType):
+            return None
+        return got[0][1]
+
+    def _plain_at(self, heads: list[bytes]) -> dict[str, Any]:
+        if not heads:
+            return {}
+        value = core.extract(self.doc.fork(heads))
+        assert isinstance(value, dict)
+        return value
+
+    def history(self) -> list[ChangeInfo]:
+        """Every change in causal order: who, when, from which node, which fields."""
+        result = []
+        for change in self.changes():
+            before = self._plain_at(list(change.deps))
+            after = self._plain_at([change.hash])
+            fields = sorted(
+                k
+                for k in set(before) | set(after)
+                if k not in (AUDIT_BY, AUDIT_AT) and before.get(k) != after.get(k)
+            )
+            result.append(
+                ChangeInfo(
+                    hash=change.hash,
+                    actor=change.actor_id,
+                    operator=self._value_at(AUDIT_BY, [change.hash]),
+                    at_ms=self._value_at(AUDIT_AT, [change.hash]),
+                    fields=fields,
+                )
+            )
+        return result
+
+    def meta(self) -> dict[str, Any]:
+        """Server-side facts for `_meta`: created/updated (when, by whom), heads, deleted."""
+        plain = self.plain()
+        changes = self.changes()
+        first = changes[0].hash if changes else None
+        return {
+            "created_at": iso_ms(self._value_at(AUDIT_AT, [first])) if first else None,
+            "created_by": self._value_at(AUDIT_BY, [first]) if first else None,
+            "updated_at": iso_ms(plain.get(AUDIT_AT)),
+            "updated_by": plain.get(AUDIT_BY),
+            "heads": sorted(h.hex() for h in self.heads),
+            "deleted": bool(plain.get(TOMBSTONE)),
+        }
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Unix milliseconds as an ISO 8601 UTC timestamp, or None."""
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )

@@ -1,0 +1,396 @@
+"""The record store: household documents, their search indexes and this node's feed.
+
+Every write is one SQLite transaction that updates the Automerge document, its JSON
+view and search rows, appends the new changes to this node's hash-chained feed and signs
+one checkpoint for the whole transaction, so what the API acknowledges is durable and
+verifiable, and a crash leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+from automerge import core
+
+from simpul.sync.database import Database
+from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, chain_link
+from simpul.sync.feed import verify_chain as verify_feed_chain
+from simpul.sync.ids import new_member_id, uuid7
+from simpul.sync.record_doc import MEMBERS, RecordDoc, iso_ms
+
+Signer = Callable[[bytes], bytes]
+Verifier = Callable[[bytes, bytes, bytes], bool]
+
+
+class RecordNotFound(Exception):
+    """No record with that id (or it was deleted, for writes)."""
+
+
+class RecordExists(Exception):
+    """A record with the supplied id already exists."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _id_bytes(record_id: str) -> bytes:
+    return uuid.UUID(record_id).bytes
+
+
+def _view(record_id: str, doc: RecordDoc) -> dict[str, Any]:
+    household = doc.household()
+    return {"id": record_id, **household, "_meta": doc.meta()}
+
+
+@dataclass
+class PlannedWrite:
+    """A record state to commit: the document after its change, and the change itself."""
+
+    record_id: str
+    doc: RecordDoc
+    changes: list[core.Change]
+
+
+@dataclass
+class ImportOutcome:
+    """What one import batch did."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    persons: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _with_member_ids(members: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{**m, "id": m.get("id") or new_member_id()} for m in members]
+
+
+def merge_import(current: Mapping[str, Any] | None, incoming: Mapping[str, Any]) -> dict:
+    """Target state for an imported household: its fields win, members merge by NIK.
+
+    Import never removes a member: a person missing from the file may have been added on
+    this node, and nothing is ever lost silently.
+    """
+    fields = {k: v for k, v in incoming.items() if k not in ("id", MEMBERS)}
+    if current is None:
+        return {**fields, MEMBERS: _with_member_ids(incoming[MEMBERS])}
+    members = [dict(m) for m in current.get(MEMBERS, [])]
+    by_nik = {m["nik"]: m for m in members}
+    for person in incoming[MEMBERS]:
+        existing = by_nik.get(person["nik"])
+        if existing is None:
+            members.append({**person, "id": new_member_id()})
+        else:
+            existing.update({k: v for k, v in person.items() if k != "id"})
+    return {**fields, MEMBERS: members}
+
+
+class RecordStore:
+    """Household records of one node, written through its signed feed."""
+
+    def __init__(self, db: Database, actor: bytes, public_key: bytes, signer: Signer) -> None:
+        self.db = db
+        self.actor = actor
+        self.public_key = public_key
+        self._sign = signer
+
+    # ----- writing -------------------------------------------------------------------
+
+    async def _load_docs(
+        self, conn: aiosqlite.Connection, record_ids: Sequence[str]
+    ) -> dict[str, tuple[RecordDoc, bool]]:
+        found: dict[str, tuple[RecordDoc, bool]] = {}
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, doc, deleted FROM records WHERE id IN ({marks})"
+            async with conn.execute(sql, chunk) as cursor:
+                async for rid, data, deleted in cursor:
+                    found[rid] = (RecordDoc.load(data, self.actor), bool(deleted))
+        return found
+
+    async def _commit(self, conn: aiosqlite.Connection, writes: Sequence[PlannedWrite]) -> None:
+        """Append the changes to this node's feed, sign one checkpoint, store the records."""
+        writes = [w for w in writes if w.changes]
+        if not writes:
+            return
+        sql = "SELECT seq, chain FROM feeds WHERE origin = ?"
+        async with conn.execute(sql, (self.actor,)) as cursor:
+            row = await cursor.fetchone()
+        seq, chain = (row[0], row[1]) if row else (0, GENESIS)
+        entries = []
+        for write in writes:
+            rid = _id_bytes(write.record_id)
+            for change in write.changes:
+                seq += 1
+                chain = chain_link(chain, seq, rid, change.hash)
+                entries.append((self.actor, seq, rid, change.raw_bytes))
+        at = now_ms()
+        checkpoint = Checkpoint.sign(self.actor, seq, chain, at, self._sign)
+        await conn.executemany(
+            "INSERT INTO entries (origin, seq, record_id, change) VALUES (?, ?, ?, ?)", entries
+        )
+        await conn.execute(
+            "INSERT INTO feeds (origin, seq, chain, public_key) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, chain = excluded.chain",
+            (self.actor, seq, chain, self.public_key),
+        )
+        await conn.execute(
+            "INSERT INTO checkpoints (origin, seq, chain, at_ms, signature) VALUES (?, ?, ?, ?, ?)",
+            (checkpoint.origin, checkpoint.seq, checkpoint.chain, at, checkpoint.signature),
+        )
+        await self._store_views(conn, writes, at)
+
+    async def _store_views(
+        self, conn: aiosqlite.Connection, writes: Sequence[PlannedWrite], at: int
+    ) -> None:
+        rows = []
+        persons = []
+        for write in writes:
+            view = _view(write.record_id, write.doc)
+            rows.append(
+                (
+                    write.record_id,
+                    write.doc.save(),
+                    json.dumps(view, ensure_ascii=False, separators=(",", ":")),
+                    view.get("kode_wilayah", ""),
+                    view.get("no_kk", ""),
+                    view.get("status_usulan", ""),
+                    at,
+                    int(view["_meta"]["deleted"]),
+                )
+            )
+            persons.extend(
+                (write.record_id, m.get("nik", ""), str(m.get("nama", "")).upper())
+                for m in view.get(MEMBERS, [])
+            )
+        await conn.executemany(
+            "INSERT INTO records (id, doc, json, kode_wilayah, no_kk, status_usulan, updated_ms,"
+            " deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+            " doc = excluded.doc, json = excluded.json, kode_wilayah = excluded.kode_wilayah,"
+            " no_kk = excluded.no_kk, status_usulan = excluded.status_usulan,"
+            " updated_ms = excluded.updated_ms, deleted = excluded.deleted",
+            rows,
+        )
+        await conn.executemany(
+            "DELETE FROM persons WHERE record_id = ?", [(w.record_id,) for w in writes]
+        )
+        await conn.executemany(
+            "INSERT OR IGNORE INTO persons (record_id, nik, nama) VALUES (?, ?, ?)", persons
+        )
+
+    async def create(
+        self, household: Mapping[str, Any], operator: str, record_id: str | None = None
+    ) -> dict[str, Any]:
+        """Store a new household (already validated). Raises RecordExists for a taken id."""
+        rid = record_id or str(uuid7())
+        target = {k: v for k, v in household.items() if k != "id"}
+        target[MEMBERS] = _with_member_ids(target.get(MEMBERS, []))
+        async with self.db.write() as conn:
+            if await self._load_docs(conn, [rid]):
+                raise RecordExists(rid)
+            doc = RecordDoc.new(self.actor)
+            changes = doc.set_state(target, operator, now_ms())
+            await self._commit(conn, [PlannedWrite(rid, doc, changes)])
+        return _view(rid, doc)
+
+    async def update(
+        self,
+        record_id: str,
+        edit: Callable[[dict[str, Any]], dict[str, Any]],
+        operator: str,
+        delete: bool = False,
+    ) -> dict[str, Any]:
+        """Apply `edit` (current household -> target household) as one change.
+
+        `edit` runs inside the write transaction on the freshest state and may raise to
+        abort; nothing is written then.
+        """
+        async with self.db.write() as conn:
+            docs = await self._load_docs(conn, [record_id])
+            if record_id not in docs or docs[record_id][1]:
+                raise RecordNotFound(record_id)
+            doc = docs[record_id][0]
+            target = edit(doc.household())
+            changes = doc.set_state(target, operator, now_ms(), deleted=delete)
+            await self._commit(conn, [PlannedWrite(record_id, doc, changes)])
+        return _view(record_id, doc)
+
+    async def import_batch(
+        self,
+        households: Iterable[tuple[int, Mapping[str, Any]]],
+        operator: str,
+        match_no_kk: bool = True,
+    ) -> ImportOutcome:
+        """Upsert a batch of validated households `(line, household)` in one transaction.
+
+        A household is matched by its `id`, else by `no_kk`; re-importing the same data
+        writes nothing. Deleted records are not revived; they are reported.
+        """
+        outcome = ImportOutcome()
+        batch = list(households)
+        async with self.db.write() as conn:
+            ids: dict[int, str | None] = {}
+            for index, (_, household) in enumerate(batch):
+                ids[index] = household.get("id")
+            if match_no_kk:
+                await self._match_by_kk(conn, batch, ids)
+            docs = await self._load_docs(conn, [i for i in ids.values() if i])
+            planned: dict[str, PlannedWrite] = {}
+            for index, (line, household) in enumerate(batch):
+                rid = ids[index]
+                if rid is None:
+                    rid = str(uuid7())
+                    ids[index] = rid
+                write = planned.get(rid)
+                if write is None and rid in docs:
+                    doc, deleted = docs[rid]
+                    if deleted:
+                        outcome.rejected.append((line, f"household {rid} was deleted here"))
+                        continue
+                    write = PlannedWrite(rid, doc, [])
+                current = write.doc.household() if write else None
+                doc = write.doc if write else RecordDoc.new(self.actor)
+                changes = doc.set_state(merge_import(current, household), operator, now_ms())
+                if write is None:
+                    outcome.created += 1
+                elif changes and not write.changes:
+                    outcome.updated += 1
+                elif not changes:
+                    outcome.unchanged += 1
+                planned[rid] = PlannedWrite(rid, doc, (write.changes if write else []) + changes)
+                outcome.persons += len(household.get(MEMBERS, []))
+            await self._commit(conn, list(planned.values()))
+        return outcome
+
+    async def _match_by_kk(
+        self, conn: aiosqlite.Connection, batch: Sequence[tuple[int, Mapping]], ids: dict
+    ) -> None:
+        wanted = {h["no_kk"]: i for i, (_, h) in enumerate(batch) if not h.get("id")}
+        kks = list(wanted)
+        for start in range(0, len(kks), 500):
+            chunk = kks[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT no_kk, id FROM records WHERE no_kk IN ({marks}) AND deleted = 0"
+            async with conn.execute(sql, chunk) as cursor:
+                async for kk, rid in cursor:
+                    ids[wanted[kk]] = rid
+
+    # ----- reading -------------------------------------------------------------------
+
+    async def get(self, record_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone("SELECT json FROM records WHERE id = ?", (record_id,))
+        return json.loads(row[0]) if row else None
+
+    async def search(
+        self,
+        q: str | None = None,
+        kode_wilayah: str | None = None,
+        status_usulan: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Live records matching every given filter, newest first, and their total count.
+
+        `q` matches a NIK or KK number by prefix when it is digits, else a member name
+        (case-insensitive substring). `kode_wilayah` matches by prefix.
+        """
+        where = ["deleted = 0"]
+        params: list[Any] = []
+        if kode_wilayah:
+            where.append("kode_wilayah >= ? AND kode_wilayah < ?")
+            params += [kode_wilayah, kode_wilayah + ":"]
+        if status_usulan:
+            where.append("status_usulan = ?")
+            params.append(status_usulan)
+        if q:
+            q = q.strip()
+            if q.isdigit():
+                where.append(
+                    "(id IN (SELECT record_id FROM persons WHERE nik >= ? AND nik < ?)"
+                    " OR (no_kk >= ? AND no_kk < ?))"
+                )
+                params += [q, q + ":", q, q + ":"]
+            else:
+                escaped = q.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                where.append("id IN (SELECT record_id FROM persons WHERE nama LIKE ? ESCAPE '\\')")
+                params.append(f"%{escaped}%")
+        clause = " AND ".join(where)
+        total_row = await self.db.fetchone(f"SELECT count(*) FROM records WHERE {clause}", params)
+        rows = await self.db.fetchall(
+            f"SELECT json FROM records WHERE {clause} ORDER BY updated_ms DESC, id"
+            " LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [json.loads(r[0]) for r in rows], int(total_row[0]) if total_row else 0
+
+    async def iter_all(self) -> AsyncIterator[dict[str, Any]]:
+        """Every live record, streamed in id order (memory stays flat)."""
+        sql = "SELECT json FROM records WHERE deleted = 0 ORDER BY id"
+        async with self.db.reader.execute(sql) as cursor:
+            async for (text,) in cursor:
+                yield json.loads(text)
+
+    async def history(self, record_id: str) -> list[dict[str, Any]] | None:
+        row = await self.db.fetchone("SELECT doc FROM records WHERE id = ?", (record_id,))
+        if row is None:
+            return None
+        return [
+            {
+                "at": iso_ms(info.at_ms),
+                "node": info.actor.hex(),
+                "operator": info.operator,
+                "fields": info.fields,
+                "change": info.hash.hex(),
+            }
+            for info in RecordDoc.load(row[0]).history()
+        ]
+
+    async def counts(self) -> dict[str, int]:
+        records = await self.db.fetchone("SELECT count(*) FROM records WHERE deleted = 0")
+        entries = await self.db.fetchone("SELECT count(*) FROM entries")
+        own = await self.db.fetchone("SELECT seq FROM feeds WHERE origin = ?", (self.actor,))
+        return {
+            "records": int(records[0]) if records else 0,
+            "entries": int(entries[0]) if entries else 0,
+            "feed_length": int(own[0]) if own else 0,
+        }
+
+    # ----- verification --------------------------------------------------------------
+
+    async def verify_feeds(self, verifier: Verifier) -> dict[str, int]:
+        """Check every stored feed's hash chain and checkpoint signatures.
+
+        Returns origin (hex) -> verified seq; raises FeedError on the first problem.
+        """
+        result = {}
+        feeds = await self.db.fetchall("SELECT origin, seq, public_key FROM feeds")
+        for origin, seq, public_key in feeds:
+            if public_key is None:
+                raise FeedError(f"origin {origin.hex()}: no public key known")
+            checkpoints = [
+                Checkpoint(*row)
+                for row in await self.db.fetchall(
+                    "SELECT origin, seq, chain, at_ms, signature FROM checkpoints"
+                    " WHERE origin = ? ORDER BY seq",
+                    (origin,),
+                )
+            ]
+            async with self.db.reader.execute(
+                "SELECT origin, seq, record_id, change FROM entries WHERE origin = ? ORDER BY seq",
+                (origin,),
+            ) as cursor:
+                entries = [Entry(*row) async for row in cursor]
+            verified = verify_feed_chain(entries, checkpoints, public_key, verifier)
+            if verified != seq:
+                raise FeedError(f"origin {origin.hex()}: feed head {seq} but verified {verified}")
+            result[origin.hex()] = verified
+        return result
