@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -114,10 +114,6 @@ def _armor(blob: bytes) -> bytes:
     )
 
 
-def _public_raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 @dataclass(frozen=True)
 class NetworkRoot:
     """The root key and certificate of one network (only the admin's device holds this)."""
@@ -126,10 +122,12 @@ class NetworkRoot:
     certificate: x509.Certificate
 
     def __post_init__(self) -> None:
-        cert_key = self.certificate.public_key()
-        if not isinstance(cert_key, Ed25519PublicKey) or _public_raw(cert_key) != _public_raw(
-            self.private_key.public_key()
-        ):
+        ours = x509_profile.ed25519_public_bytes(self.private_key.public_key())
+        try:
+            matches = x509_profile.ed25519_public_bytes(self.certificate.public_key()) == ours
+        except x509_profile.ProfileError:
+            matches = False
+        if not matches:
             raise RootKeyError("root key does not match the root certificate")
 
     @property

@@ -76,13 +76,6 @@ class CertificateRejected(Exception):
         self.detail = detail
 
 
-def _public_raw(cert: x509.Certificate) -> bytes:
-    key = cert.public_key()
-    if not isinstance(key, Ed25519PublicKey):
-        raise x509_profile.ProfileError("certificate key is not Ed25519")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 @dataclass(frozen=True)
 class NodeCertificate:
     """The fields of a node certificate as Simpul reads them (parsed, not yet verified)."""
@@ -113,7 +106,7 @@ class NodeCertificate:
                 scope=scope,
                 not_before=cert.not_valid_before_utc,
                 not_after=cert.not_valid_after_utc,
-                public_key=_public_raw(cert),
+                public_key=x509_profile.ed25519_public_bytes(cert.public_key()),
                 fingerprint=x509_profile.fingerprint(cert),
             )
         except ValueError as exc:
@@ -254,10 +247,7 @@ def verify_node_certificate(
     scope inside the network. Raises CertificateRejected with the first failing reason.
     """
     node = cert if isinstance(cert, NodeCertificate) else NodeCertificate.parse(cert)
-    try:
-        root = x509_profile.load_certificate(root_cert)
-    except ValueError as exc:
-        raise ValueError(f"unusable root certificate: {exc}") from exc
+    root = x509_profile.load_certificate(root_cert)
     moment = utc(now)
     if node.certificate.issuer != root.subject:
         raise CertificateRejected(

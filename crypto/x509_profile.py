@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from simpul.crypto import der
 from simpul.crypto.scope import normalise_scope
@@ -64,6 +65,13 @@ def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 over the certificate's DER, as hex (for a root certificate: the network id)."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def ed25519_public_bytes(key: object) -> bytes:
+    """The raw 32 bytes of an Ed25519 public key; ProfileError for any other key type."""
+    if not isinstance(key, Ed25519PublicKey):
+        raise ProfileError("key is not Ed25519")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def check_node_id_hex(node_id: str) -> str:
