@@ -31,7 +31,7 @@ from simpul.sync.store import RecordExists, RecordNotFound
 log = logging.getLogger(__name__)
 
 NODE_KEY = web.AppKey("node", Node)
-OPERATOR = "operator"
+OPERATOR = web.RequestKey("operator", Operator)
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 MAX_BODY = 1024 * 1024

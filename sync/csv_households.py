@@ -24,8 +24,8 @@ from typing import BinaryIO
 from simpul.sync.household import (
     FieldError,
     ValidationError,
+    household_id,
     validate_fields,
-    validate_household,
     validate_member,
 )
 
@@ -387,14 +387,11 @@ def _show(value: object) -> str:
 def _finish(group: _Group) -> Iterator[CsvHousehold | Rejection]:
     if not group.members or group.fields is None:
         return
-    record: dict[str, object] = {**group.fields, "anggota": group.members}
-    if group.household_id:
-        record["id"] = group.household_id
-    try:
-        household = validate_household(record)
-    except ValidationError as exc:  # defensive: rows were validated one by one already
-        yield Rejection(group.line, "; ".join(_reasons(exc.errors)))
-        return
+    # Every row's fields and member were validated as it was read (and duplicate NIKs
+    # rejected), so the household is assembled without validating its members twice.
+    canonical = household_id(group.household_id)
+    head = {"id": canonical} if canonical else {}
+    household = {**head, **group.fields, "anggota": group.members}
     yield CsvHousehold(line=group.line, household=household)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from simpul.sync.migrations import MIGRATIONS, SCHEMA_VERSION
+from simpul.sync.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,14 @@ class DatabaseError(Exception):
 
 async def _connect(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA journal_mode = WAL")
-    await conn.execute("PRAGMA synchronous = FULL")
-    await conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
@@ -50,9 +54,8 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
             )
         for number in range(version + 1, SCHEMA_VERSION + 1):
             log.info("migration apply version=%d path=%s", number, path)
-            for statement in MIGRATIONS[number - 1].split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            for statement in statements(MIGRATIONS[number - 1]):
+                await conn.execute(statement)
         await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await conn.execute("COMMIT")
     except BaseException:

@@ -338,7 +338,8 @@ def _member_id(value: object) -> str | None:
     return None
 
 
-def _household_id(value: object) -> str | None:
+def household_id(value: object) -> str | None:
+    """The canonical lower-case form of a UUID string, or None if `value` is not one."""
     if not isinstance(value, str):
         return None
     try:
@@ -409,8 +410,10 @@ def validate_household(data: object) -> dict:
     members = _members(data.get("anggota"), "anggota" in data, errors)
     if result is None or members is None or errors:
         raise ValidationError(errors)
-    household_id = _household_id(data.get("id"))
-    head = {} if household_id is None else {"id": household_id}
+    canonical = household_id(data.get("id"))
+    if data.get("id") is not None and canonical is None:
+        raise ValidationError([FieldError("id", "expected a UUID such as 0190f6b2-…, or no id")])
+    head = {} if canonical is None else {"id": canonical}
     return {**head, **result, "anggota": members}
 
 

@@ -7,6 +7,8 @@ released migration: append a new one.
 
 from __future__ import annotations
 
+import sqlite3
+
 MIGRATIONS: list[str] = [
     # 1: records with their search indexes, feeds, checkpoints, operators, tokens, settings
     """
@@ -14,27 +16,41 @@ MIGRATIONS: list[str] = [
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    -- narrow rows for filtering, counting and ordering; the wide bodies live apart
     CREATE TABLE records (
         id TEXT PRIMARY KEY,
-        doc BLOB NOT NULL,
-        json TEXT NOT NULL,
         kode_wilayah TEXT NOT NULL,
         no_kk TEXT NOT NULL,
         status_usulan TEXT NOT NULL,
         updated_ms INTEGER NOT NULL,
         deleted INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX records_kode_wilayah ON records (kode_wilayah);
+    ) WITHOUT ROWID;
+    CREATE INDEX records_live_order ON records (deleted, updated_ms DESC, id);
+    CREATE INDEX records_region ON records (kode_wilayah, deleted);
+    CREATE INDEX records_status ON records (status_usulan, deleted, kode_wilayah);
     CREATE INDEX records_no_kk ON records (no_kk);
-    CREATE INDEX records_status ON records (status_usulan);
-    CREATE INDEX records_updated ON records (updated_ms DESC, id);
+    CREATE TABLE record_bodies (
+        id TEXT PRIMARY KEY REFERENCES records (id),
+        doc BLOB NOT NULL,
+        json TEXT NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE persons (
         record_id TEXT NOT NULL REFERENCES records (id),
         nik TEXT NOT NULL,
-        nama TEXT NOT NULL,
-        PRIMARY KEY (record_id, nik)
-    ) WITHOUT ROWID;
+        nama TEXT NOT NULL
+    );
+    CREATE INDEX persons_record ON persons (record_id);
     CREATE INDEX persons_nik ON persons (nik);
+    -- substring search on names: a trigram full-text index kept in step by triggers
+    CREATE VIRTUAL TABLE person_names USING fts5(
+        nama, content = 'persons', content_rowid = 'rowid', tokenize = 'trigram'
+    );
+    CREATE TRIGGER persons_names_insert AFTER INSERT ON persons BEGIN
+        INSERT INTO person_names (rowid, nama) VALUES (new.rowid, new.nama);
+    END;
+    CREATE TRIGGER persons_names_delete AFTER DELETE ON persons BEGIN
+        INSERT INTO person_names (person_names, rowid, nama) VALUES ('delete', old.rowid, old.nama);
+    END;
     CREATE TABLE feeds (
         origin BLOB PRIMARY KEY,
         seq INTEGER NOT NULL,
@@ -72,3 +88,17 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """Split a migration script into complete SQL statements (trigger bodies stay whole)."""
+    result: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            result.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        result.append(buffer.strip())
+    return result

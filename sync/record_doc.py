@@ -28,39 +28,42 @@ class RecordDocError(Exception):
     """Stored document bytes that cannot be loaded, or a change whose deps are missing."""
 
 
-def _scalar_type(value: Any) -> core.ScalarType:
-    if isinstance(value, bool):
-        return core.ScalarType.Boolean
-    if isinstance(value, int):
-        return core.ScalarType.Int
-    if isinstance(value, float):
-        return core.ScalarType.F64
-    if isinstance(value, str):
-        return core.ScalarType.Str
-    if value is None:
-        return core.ScalarType.Null
-    raise TypeError(f"unsupported value type {type(value).__name__}")
+_SCALAR_TYPES: dict[type, core.ScalarType] = {
+    str: core.ScalarType.Str,
+    int: core.ScalarType.Int,
+    bool: core.ScalarType.Boolean,
+    float: core.ScalarType.F64,
+    type(None): core.ScalarType.Null,
+}
 
 
 def _write(tx: core.Transaction, obj: bytes, key: str | int, value: Any, insert: bool) -> None:
     """Put (or insert, in a list) `value` at `key`, creating nested maps and lists."""
-    if isinstance(value, Mapping):
-        kind = core.ObjType.Map
-    elif isinstance(value, list):
-        kind = core.ObjType.List
-    else:
+    scalar = _SCALAR_TYPES.get(type(value))
+    if scalar is not None:
         if insert:
-            tx.insert(obj, int(key), _scalar_type(value), value)
+            tx.insert(obj, int(key), scalar, value)
         else:
-            tx.put(obj, key, _scalar_type(value), value)
+            tx.put(obj, key, scalar, value)
         return
-    child = tx.insert_object(obj, int(key), kind) if insert else tx.put_object(obj, key, kind)
-    if kind == core.ObjType.Map:
+    if isinstance(value, dict):
+        child = (
+            tx.insert_object(obj, int(key), core.ObjType.Map)
+            if insert
+            else tx.put_object(obj, key, core.ObjType.Map)
+        )
         for k, v in value.items():
             _write(tx, child, k, v, insert=False)
-    else:
+    elif isinstance(value, list):
+        child = (
+            tx.insert_object(obj, int(key), core.ObjType.List)
+            if insert
+            else tx.put_object(obj, key, core.ObjType.List)
+        )
         for i, v in enumerate(value):
             _write(tx, child, i, v, insert=True)
+    else:
+        raise TypeError(f"unsupported value type {type(value).__name__}")
 
 
 def _child(doc: core.Document | core.Transaction, obj: bytes, key: str | int) -> bytes | None:
@@ -122,6 +125,8 @@ class RecordDoc:
 
     def __init__(self, doc: core.Document) -> None:
         self.doc = doc
+        self._plain: dict[str, Any] | None = None
+        self._only_change: bytes | None = None
 
     @classmethod
     def new(cls, actor: bytes) -> RecordDoc:
@@ -138,6 +143,11 @@ class RecordDoc:
         return cls(doc)
 
     def save(self) -> bytes:
+        """Bytes that `load` accepts. A document made of exactly one change is stored as
+        that raw change chunk (Automerge loads raw chunks), which skips a full save for
+        every newly imported household."""
+        if self._only_change is not None:
+            return self._only_change
         return self.doc.save()
 
     @property
@@ -145,10 +155,17 @@ class RecordDoc:
         return self.doc.get_heads()
 
     def plain(self) -> dict[str, Any]:
-        """The whole document as plain Python values, internal keys included."""
-        value = core.extract(self.doc)
-        assert isinstance(value, dict)
-        return value
+        """The whole document as plain Python values, internal keys included.
+
+        Read-only: callers build new values instead of mutating it. Cached after
+        `set_state`, which knows the exact result of its own change; the document is
+        never mutated any other way (merging loads a new RecordDoc).
+        """
+        if self._plain is None:
+            value = core.extract(self.doc)
+            assert isinstance(value, dict)
+            self._plain = value
+        return self._plain
 
     def set_state(
         self, target: Mapping[str, Any], operator: str, at_ms: int, deleted: bool = False
@@ -180,7 +197,15 @@ class RecordDoc:
                 _write(tx, core.ROOT, TOMBSTONE, deleted, insert=False)
             _write(tx, core.ROOT, AUDIT_BY, operator, insert=False)
             _write(tx, core.ROOT, AUDIT_AT, at_ms, insert=False)
-        return self.doc.get_changes(before)
+        result = {**target, AUDIT_BY: operator, AUDIT_AT: at_ms}
+        if MEMBERS not in target and MEMBERS in body:
+            result[MEMBERS] = body[MEMBERS]
+        if deleted:
+            result[TOMBSTONE] = True
+        self._plain = result
+        changes = self.doc.get_changes(before)
+        self._only_change = changes[0].raw_bytes if not before and len(changes) == 1 else None
+        return changes
 
     def household(self) -> dict[str, Any]:
         """The household fields only (no audit keys)."""
@@ -224,19 +249,22 @@ class RecordDoc:
             )
         return result
 
-    def meta(self) -> dict[str, Any]:
-        """Server-side facts for `_meta`: created/updated (when, by whom), heads, deleted."""
+    def view(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The household fields and the server-side `_meta` facts (created and updated:
+        when and by whom; heads; deleted), from one read of the document."""
         plain = self.plain()
+        household = {k: v for k, v in plain.items() if k not in INTERNAL_KEYS}
         changes = self.changes()
-        first = changes[0].hash if changes else None
-        return {
-            "created_at": iso_ms(self._value_at(AUDIT_AT, [first])) if first else None,
-            "created_by": self._value_at(AUDIT_BY, [first]) if first else None,
+        first = [changes[0].hash] if changes else []
+        meta = {
+            "created_at": iso_ms(self._value_at(AUDIT_AT, first)) if first else None,
+            "created_by": self._value_at(AUDIT_BY, first) if first else None,
             "updated_at": iso_ms(plain.get(AUDIT_AT)),
             "updated_by": plain.get(AUDIT_BY),
             "heads": sorted(h.hex() for h in self.heads),
             "deleted": bool(plain.get(TOMBSTONE)),
         }
+        return household, meta
 
 
 def iso_ms(ms: int | None) -> str | None:

@@ -27,6 +27,8 @@ from simpul.sync.record_doc import MEMBERS, RecordDoc, iso_ms
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[bytes, bytes, bytes], bool]
 
+TRIGRAM = 3
+
 
 class RecordNotFound(Exception):
     """No record with that id (or it was deleted, for writes)."""
@@ -45,8 +47,8 @@ def _id_bytes(record_id: str) -> bytes:
 
 
 def _view(record_id: str, doc: RecordDoc) -> dict[str, Any]:
-    household = doc.household()
-    return {"id": record_id, **household, "_meta": doc.meta()}
+    household, meta = doc.view()
+    return {"id": record_id, **household, "_meta": meta}
 
 
 @dataclass
@@ -111,7 +113,10 @@ class RecordStore:
         for start in range(0, len(record_ids), 500):
             chunk = record_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id, doc, deleted FROM records WHERE id IN ({marks})"
+            sql = (
+                "SELECT r.id, b.doc, r.deleted FROM records r JOIN record_bodies b USING (id)"
+                f" WHERE r.id IN ({marks})"
+            )
             async with conn.execute(sql, chunk) as cursor:
                 async for rid, data, deleted in cursor:
                     found[rid] = (RecordDoc.load(data, self.actor), bool(deleted))
@@ -153,14 +158,13 @@ class RecordStore:
         self, conn: aiosqlite.Connection, writes: Sequence[PlannedWrite], at: int
     ) -> None:
         rows = []
+        bodies = []
         persons = []
         for write in writes:
             view = _view(write.record_id, write.doc)
             rows.append(
                 (
                     write.record_id,
-                    write.doc.save(),
-                    json.dumps(view, ensure_ascii=False, separators=(",", ":")),
                     view.get("kode_wilayah", ""),
                     view.get("no_kk", ""),
                     view.get("status_usulan", ""),
@@ -168,23 +172,30 @@ class RecordStore:
                     int(view["_meta"]["deleted"]),
                 )
             )
+            text = json.dumps(view, ensure_ascii=False, separators=(",", ":"))
+            bodies.append((write.record_id, write.doc.save(), text))
             persons.extend(
                 (write.record_id, m.get("nik", ""), str(m.get("nama", "")).upper())
                 for m in view.get(MEMBERS, [])
             )
         await conn.executemany(
-            "INSERT INTO records (id, doc, json, kode_wilayah, no_kk, status_usulan, updated_ms,"
-            " deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-            " doc = excluded.doc, json = excluded.json, kode_wilayah = excluded.kode_wilayah,"
-            " no_kk = excluded.no_kk, status_usulan = excluded.status_usulan,"
-            " updated_ms = excluded.updated_ms, deleted = excluded.deleted",
+            "INSERT INTO records (id, kode_wilayah, no_kk, status_usulan, updated_ms, deleted)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+            " kode_wilayah = excluded.kode_wilayah, no_kk = excluded.no_kk,"
+            " status_usulan = excluded.status_usulan, updated_ms = excluded.updated_ms,"
+            " deleted = excluded.deleted",
             rows,
+        )
+        await conn.executemany(
+            "INSERT INTO record_bodies (id, doc, json) VALUES (?, ?, ?) ON CONFLICT (id)"
+            " DO UPDATE SET doc = excluded.doc, json = excluded.json",
+            bodies,
         )
         await conn.executemany(
             "DELETE FROM persons WHERE record_id = ?", [(w.record_id,) for w in writes]
         )
         await conn.executemany(
-            "INSERT OR IGNORE INTO persons (record_id, nik, nama) VALUES (?, ?, ?)", persons
+            "INSERT INTO persons (record_id, nik, nama) VALUES (?, ?, ?)", persons
         )
 
     async def create(
@@ -287,7 +298,7 @@ class RecordStore:
     # ----- reading -------------------------------------------------------------------
 
     async def get(self, record_id: str) -> dict[str, Any] | None:
-        row = await self.db.fetchone("SELECT json FROM records WHERE id = ?", (record_id,))
+        row = await self.db.fetchone("SELECT json FROM record_bodies WHERE id = ?", (record_id,))
         return json.loads(row[0]) if row else None
 
     async def search(
@@ -301,7 +312,9 @@ class RecordStore:
         """Live records matching every given filter, newest first, and their total count.
 
         `q` matches a NIK or KK number by prefix when it is digits, else a member name
-        (case-insensitive substring). `kode_wilayah` matches by prefix.
+        (case-insensitive substring, through the trigram index from 3 characters on).
+        `kode_wilayah` matches by prefix. Filters and order run on the narrow `records`
+        rows; only the page's bodies are read.
         """
         where = ["deleted = 0"]
         params: list[Any] = []
@@ -315,10 +328,16 @@ class RecordStore:
             q = q.strip()
             if q.isdigit():
                 where.append(
-                    "(id IN (SELECT record_id FROM persons WHERE nik >= ? AND nik < ?)"
-                    " OR (no_kk >= ? AND no_kk < ?))"
+                    "id IN (SELECT record_id FROM persons WHERE nik >= ? AND nik < ?"
+                    " UNION SELECT id FROM records WHERE no_kk >= ? AND no_kk < ?)"
                 )
                 params += [q, q + ":", q, q + ":"]
+            elif len(q) >= TRIGRAM:
+                where.append(
+                    "id IN (SELECT record_id FROM persons WHERE rowid IN"
+                    " (SELECT rowid FROM person_names WHERE person_names MATCH ?))"
+                )
+                params.append('"' + q.upper().replace('"', '""') + '"')
             else:
                 escaped = q.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("id IN (SELECT record_id FROM persons WHERE nama LIKE ? ESCAPE '\\')")
@@ -326,21 +345,25 @@ class RecordStore:
         clause = " AND ".join(where)
         total_row = await self.db.fetchone(f"SELECT count(*) FROM records WHERE {clause}", params)
         rows = await self.db.fetchall(
-            f"SELECT json FROM records WHERE {clause} ORDER BY updated_ms DESC, id"
-            " LIMIT ? OFFSET ?",
+            "SELECT b.json FROM records r JOIN record_bodies b USING (id) WHERE r.id IN"
+            f" (SELECT id FROM records WHERE {clause} ORDER BY updated_ms DESC, id"
+            " LIMIT ? OFFSET ?) ORDER BY r.updated_ms DESC, r.id",
             [*params, limit, offset],
         )
         return [json.loads(r[0]) for r in rows], int(total_row[0]) if total_row else 0
 
     async def iter_all(self) -> AsyncIterator[dict[str, Any]]:
         """Every live record, streamed in id order (memory stays flat)."""
-        sql = "SELECT json FROM records WHERE deleted = 0 ORDER BY id"
+        sql = (
+            "SELECT b.json FROM records r JOIN record_bodies b USING (id)"
+            " WHERE r.deleted = 0 ORDER BY r.id"
+        )
         async with self.db.reader.execute(sql) as cursor:
             async for (text,) in cursor:
                 yield json.loads(text)
 
     async def history(self, record_id: str) -> list[dict[str, Any]] | None:
-        row = await self.db.fetchone("SELECT doc FROM records WHERE id = ?", (record_id,))
+        row = await self.db.fetchone("SELECT doc FROM record_bodies WHERE id = ?", (record_id,))
         if row is None:
             return None
         return [

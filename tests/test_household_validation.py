@@ -104,10 +104,18 @@ def test_household_id_is_kept_in_canonical_form() -> None:
     assert validate_household(data)["id"] == HOUSEHOLD_ID
 
 
-@pytest.mark.parametrize("bad_id", ["not-a-uuid", "", 42, None])
-def test_household_id_that_is_not_a_uuid_is_left_out(bad_id: object) -> None:
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "", 42])
+def test_household_id_that_is_not_a_uuid_is_an_error(bad_id: object) -> None:
     data = household()
     data["id"] = bad_id
+    with pytest.raises(ValidationError) as caught:
+        validate_household(data)
+    assert [e.field for e in caught.value.errors] == ["id"]
+
+
+def test_household_id_null_means_no_id() -> None:
+    data = household()
+    data["id"] = None
     assert "id" not in validate_household(data)
 
 
