@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simpul.node.membership import load_membership
 from simpul.node.runtime import Node
 from simpul.sync.household import (
     FieldError,
@@ -261,7 +262,18 @@ async def node_status(request: web.Request) -> web.Response:
 async def status_of(node: Node) -> dict[str, Any]:
     """The facts `simpul status` and `GET /api/v1/status` show."""
     counts = await node.records.counts()
-    return {"node_id": node.node_id, "network_id": None, **counts}
+    membership = load_membership(node.data_dir)
+    network: dict[str, Any] = {"network_id": None, "role": None, "scope": None, "expires": None}
+    if membership is not None:
+        cert = membership.certificate
+        network = {
+            "network_id": membership.network_id,
+            "name": cert.name,
+            "role": cert.role,
+            "scope": list(cert.scope),
+            "expires": cert.not_after.isoformat(),
+        }
+    return {"node_id": node.node_id, **network, **counts}
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -6,44 +6,26 @@ Every failure is one clear line on stderr and a non-zero exit code, never a trac
 
 from __future__ import annotations
 
-import asyncio
 import csv
-import getpass
 import json
 import logging
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from simpul.crypto.node_key import KeyFileError, verify_signature
+from simpul.crypto.node_key import verify_signature
 from simpul.node.api import status_of
+from simpul.node.cli_network import enroll, network
+from simpul.node.cli_support import read_secret, run
 from simpul.node.importer import import_csv
 from simpul.node.runtime import default_data_dir, open_node
 from simpul.node.server import serve
-from simpul.sync.csv_households import CsvFormatError
-from simpul.sync.database import DatabaseError
 from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
-from simpul.sync.feed import FeedError
-from simpul.sync.operators import ROLES, OperatorError
-
-log = logging.getLogger("simpul")
+from simpul.sync.operators import ROLES
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
-T = TypeVar("T")
-
-EXPECTED_ERRORS = (OperatorError, DatabaseError, KeyFileError, CsvFormatError, FeedError, OSError)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, turning expected failures into one-line errors."""
-    try:
-        return asyncio.run(coro)
-    except EXPECTED_ERRORS as exc:
-        log.debug("command failed", exc_info=True)
-        raise click.ClickException(str(exc)) from None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -64,18 +46,23 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
+    default=None,
+    help="Default: info for 'node', warning for other commands.",
 )
 @click.pass_context
-def main(ctx: click.Context, data_dir: Path | None, log_level: str) -> None:
+def main(ctx: click.Context, data_dir: Path | None, log_level: str | None) -> None:
     """Simpul: peer-to-peer sync of household welfare records."""
+    level = log_level or ("info" if ctx.invoked_subcommand == "node" else "warning")
     logging.basicConfig(
-        level=log_level.upper(),
+        level=level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     ctx.obj = data_dir or default_data_dir()
+
+
+main.add_command(network)
+main.add_command(enroll)
 
 
 @main.command()
@@ -104,12 +91,7 @@ def operator() -> None:
 @click.pass_obj
 def operator_add(data_dir: Path, name: str, role: str, password_stdin: bool) -> None:
     """Add operator NAME with a role and a password."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"Password for {name}: ")
-        if getpass.getpass("Again: ") != password:
-            raise click.ClickException("the two passwords differ")
+    password = read_secret(f"Password for {name}", password_stdin, confirm=True)
 
     async def add() -> None:
         async with open_node(data_dir) as opened:

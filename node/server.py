@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from simpul.node.api import NODE_KEY, add_routes, bearer_auth, status_of
+from simpul.node.enroll_api import add_enroll_routes
 from simpul.node.runtime import Node, open_node
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def build_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     app.router.add_get("/", index)
     add_routes(app)
+    add_enroll_routes(app)
     return app
 
 

@@ -78,6 +78,8 @@ async def test_sigkill_during_import_keeps_committed_batches(tmp_path: Path) -> 
         "simpul.node",
         "--data-dir",
         str(data),
+        "--log-level",
+        "info",
         "import",
         str(csv_file),
         stdout=asyncio.subprocess.DEVNULL,

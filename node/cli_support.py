@@ -1,0 +1,74 @@
+"""Shared pieces of the `simpul` commands: running a coroutine with one-line errors, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from simpul.crypto.data_key import KeyUnwrapError
+from simpul.crypto.enrollment import EnrollmentError
+from simpul.crypto.network_root import RootKeyError
+from simpul.crypto.node_certificate import CertificateRejected
+from simpul.crypto.node_key import KeyFileError
+from simpul.crypto.revocation import RevocationListRejected
+from simpul.node.membership import MembershipError
+from simpul.sync.csv_households import CsvFormatError
+from simpul.sync.database import DatabaseError
+from simpul.sync.feed import FeedError
+from simpul.sync.operators import OperatorError
+
+log = logging.getLogger("simpul")
+
+T = TypeVar("T")
+
+EXPECTED_ERRORS = (
+    OperatorError,
+    DatabaseError,
+    KeyFileError,
+    CsvFormatError,
+    FeedError,
+    MembershipError,
+    OSError,
+    KeyUnwrapError,
+    EnrollmentError,
+    RootKeyError,
+    CertificateRejected,
+    RevocationListRejected,
+)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning expected failures into one-line errors."""
+    try:
+        return asyncio.run(coro)
+    except EXPECTED_ERRORS as exc:
+        log.debug("command failed", exc_info=True)
+        raise click.ClickException(str(exc) or type(exc).__name__) from None
+
+
+def guarded(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a synchronous step, turning expected failures into one-line errors."""
+    try:
+        return function(*args, **kwargs)
+    except EXPECTED_ERRORS as exc:
+        log.debug("command failed", exc_info=True)
+        raise click.ClickException(str(exc) or type(exc).__name__) from None
+
+
+def read_secret(prompt: str, from_stdin: bool, confirm: bool = False) -> str:
+    """A password or passphrase: one line of stdin, or typed at a hidden prompt."""
+    if from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = getpass.getpass(f"{prompt}: ")
+        if confirm and getpass.getpass("Again: ") != secret:
+            raise click.ClickException("the two entries differ")
+    if not secret:
+        raise click.ClickException(f"{prompt.lower()} must not be empty")
+    return secret
