@@ -41,13 +41,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX persons_record ON persons (record_id);
     CREATE INDEX persons_nik ON persons (nik);
-    -- substring search on names: a trigram full-text index kept in step by triggers
+    -- substring search on names: a trigram full-text index; the store adds new rows in
+    -- bulk after each batch, a trigger removes deleted ones
     CREATE VIRTUAL TABLE person_names USING fts5(
         nama, content = 'persons', content_rowid = 'rowid', tokenize = 'trigram'
     );
-    CREATE TRIGGER persons_names_insert AFTER INSERT ON persons BEGIN
-        INSERT INTO person_names (rowid, nama) VALUES (new.rowid, new.nama);
-    END;
     CREATE TRIGGER persons_names_delete AFTER DELETE ON persons BEGIN
         INSERT INTO person_names (person_names, rowid, nama) VALUES ('delete', old.rowid, old.nama);
     END;
@@ -84,6 +82,22 @@ MIGRATIONS: list[str] = [
         username TEXT NOT NULL REFERENCES operators (username) ON DELETE CASCADE,
         created_ms INTEGER NOT NULL
     );
+    """,
+    # 2: sync engine: certificates of other origins, entries waiting for their Automerge deps
+    """
+    CREATE TABLE origin_certificates (
+        origin BLOB PRIMARY KEY,
+        certificate BLOB NOT NULL
+    ) WITHOUT ROWID;
+    -- feed entries held and forwarded but not yet applied to their record (deps missing),
+    -- or never applicable (refusal says why)
+    CREATE TABLE pending_entries (
+        origin BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        record_id BLOB NOT NULL,
+        refusal TEXT,
+        PRIMARY KEY (origin, seq)
+    ) WITHOUT ROWID;
     """,
 ]
 

@@ -71,6 +71,55 @@ class ImportOutcome:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
+async def store_views(conn: aiosqlite.Connection, writes: Sequence[PlannedWrite], at: int) -> None:
+    """Write each record's narrow row, body (document + JSON view) and person rows."""
+    rows = []
+    bodies = []
+    persons = []
+    for write in writes:
+        view = _view(write.record_id, write.doc)
+        rows.append(
+            (
+                write.record_id,
+                view.get("kode_wilayah", ""),
+                view.get("no_kk", ""),
+                view.get("status_usulan", ""),
+                at,
+                int(view["_meta"]["deleted"]),
+            )
+        )
+        text = json.dumps(view, ensure_ascii=False, separators=(",", ":"))
+        bodies.append((write.record_id, write.doc.save(), text))
+        persons.extend(
+            (write.record_id, m.get("nik", ""), str(m.get("nama", "")).upper())
+            for m in view.get(MEMBERS, [])
+        )
+    await conn.executemany(
+        "INSERT INTO records (id, kode_wilayah, no_kk, status_usulan, updated_ms, deleted)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        " kode_wilayah = excluded.kode_wilayah, no_kk = excluded.no_kk,"
+        " status_usulan = excluded.status_usulan, updated_ms = excluded.updated_ms,"
+        " deleted = excluded.deleted",
+        rows,
+    )
+    await conn.executemany(
+        "INSERT INTO record_bodies (id, doc, json) VALUES (?, ?, ?) ON CONFLICT (id)"
+        " DO UPDATE SET doc = excluded.doc, json = excluded.json",
+        bodies,
+    )
+    await conn.executemany(
+        "DELETE FROM persons WHERE record_id = ?", [(w.record_id,) for w in writes]
+    )
+    async with conn.execute("SELECT coalesce(max(rowid), 0) FROM persons") as cursor:
+        row = await cursor.fetchone()
+    await conn.executemany("INSERT INTO persons (record_id, nik, nama) VALUES (?, ?, ?)", persons)
+    # One bulk statement feeds the name index: ten times faster than a per-row trigger.
+    await conn.execute(
+        "INSERT INTO person_names (rowid, nama) SELECT rowid, nama FROM persons WHERE rowid > ?",
+        (row[0] if row else 0,),
+    )
+
+
 def _with_member_ids(members: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{**m, "id": m.get("id") or new_member_id()} for m in members]
 
@@ -152,51 +201,7 @@ class RecordStore:
             "INSERT INTO checkpoints (origin, seq, chain, at_ms, signature) VALUES (?, ?, ?, ?, ?)",
             (checkpoint.origin, checkpoint.seq, checkpoint.chain, at, checkpoint.signature),
         )
-        await self._store_views(conn, writes, at)
-
-    async def _store_views(
-        self, conn: aiosqlite.Connection, writes: Sequence[PlannedWrite], at: int
-    ) -> None:
-        rows = []
-        bodies = []
-        persons = []
-        for write in writes:
-            view = _view(write.record_id, write.doc)
-            rows.append(
-                (
-                    write.record_id,
-                    view.get("kode_wilayah", ""),
-                    view.get("no_kk", ""),
-                    view.get("status_usulan", ""),
-                    at,
-                    int(view["_meta"]["deleted"]),
-                )
-            )
-            text = json.dumps(view, ensure_ascii=False, separators=(",", ":"))
-            bodies.append((write.record_id, write.doc.save(), text))
-            persons.extend(
-                (write.record_id, m.get("nik", ""), str(m.get("nama", "")).upper())
-                for m in view.get(MEMBERS, [])
-            )
-        await conn.executemany(
-            "INSERT INTO records (id, kode_wilayah, no_kk, status_usulan, updated_ms, deleted)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-            " kode_wilayah = excluded.kode_wilayah, no_kk = excluded.no_kk,"
-            " status_usulan = excluded.status_usulan, updated_ms = excluded.updated_ms,"
-            " deleted = excluded.deleted",
-            rows,
-        )
-        await conn.executemany(
-            "INSERT INTO record_bodies (id, doc, json) VALUES (?, ?, ?) ON CONFLICT (id)"
-            " DO UPDATE SET doc = excluded.doc, json = excluded.json",
-            bodies,
-        )
-        await conn.executemany(
-            "DELETE FROM persons WHERE record_id = ?", [(w.record_id,) for w in writes]
-        )
-        await conn.executemany(
-            "INSERT INTO persons (record_id, nik, nama) VALUES (?, ?, ?)", persons
-        )
+        await store_views(conn, writes, at)
 
     async def create(
         self, household: Mapping[str, Any], operator: str, record_id: str | None = None
