@@ -8,20 +8,16 @@ network later certifies this same key, so nothing a node signed before is re-sig
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from simpul.crypto.key_file import KeyFile, KeyFileError, write_private_file
+
+__all__ = ["KeyFileError", "NodeKey", "node_id_of", "verify_signature", "write_private_file"]
+
 NODE_ID_BYTES = 16
-KEY_FILE_MODE = 0o600
-
-
-class KeyFileError(Exception):
-    """A key file is missing, unreadable, of the wrong kind, or too widely readable."""
 
 
 def node_id_of(public_key: bytes) -> bytes:
@@ -38,65 +34,13 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     return True
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` to a new 0600 file atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
-    try:
-        os.fchmod(fd, KEY_FILE_MODE)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
-class NodeKey:
+class NodeKey(KeyFile):
     """An Ed25519 private key with its derived public key and node id."""
 
-    private_key: Ed25519PrivateKey
-
-    @classmethod
-    def generate(cls) -> NodeKey:
-        return cls(Ed25519PrivateKey.generate())
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> NodeKey:
-        """Load the key at `path`, or make and store a new one there (0600)."""
-        if path.exists():
-            return cls.load(path)
-        key = cls.generate()
-        write_private_file(path, key.private_pem())
-        return key
-
-    @classmethod
-    def load(cls, path: Path) -> NodeKey:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"cannot read node key {path}: {exc.strerror}") from exc
-        try:
-            private = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise KeyFileError(f"node key {path} is not a readable PEM private key") from exc
-        if not isinstance(private, Ed25519PrivateKey):
-            raise KeyFileError(f"node key {path} is not an Ed25519 key")
-        return cls(private)
-
-    def private_pem(self) -> bytes:
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    @property
-    def public_bytes(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+    KEY_TYPE = Ed25519PrivateKey
+    ALGORITHM = "Ed25519"
+    LABEL = "node key"
 
     @property
     def node_id(self) -> bytes:
