@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import zstandard
@@ -349,30 +348,23 @@ class FeedChunker:
     """Cuts one origin's entries (fed in seq order) into bounded frames.
 
     Entries go out in `Entries` frames of at most `max_entries` entries or about
-    `max_bytes` of changes; the entry that a checkpoint covers closes its frame and is
-    followed by that `Checkpoint`, so a receiver commits exactly what a signature covers.
-    Entries past the last checkpoint are never sent.
+    `max_bytes` of changes; an entry that a checkpoint covers (passed with it) closes its
+    frame and is followed by that `Checkpoint`, so a receiver commits exactly what a
+    signature covers. The caller stops at the origin's last checkpoint: entries past it
+    are never sent.
     """
 
     def __init__(
-        self,
-        checkpoints: Mapping[int, Checkpoint],
-        max_entries: int = CHUNK_MAX_ENTRIES,
-        max_bytes: int = CHUNK_MAX_BYTES,
+        self, max_entries: int = CHUNK_MAX_ENTRIES, max_bytes: int = CHUNK_MAX_BYTES
     ) -> None:
-        self._checkpoints = checkpoints
-        self._last = max(checkpoints, default=0)
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._items: list[Entry] = []
         self._bytes = 0
 
-    def add(self, entry: Entry) -> list[Frame]:
-        if entry.seq > self._last:
-            return []
+    def add(self, entry: Entry, checkpoint: Checkpoint | None) -> list[Frame]:
         self._items.append(entry)
         self._bytes += len(entry.change)
-        checkpoint = self._checkpoints.get(entry.seq)
         if checkpoint is not None:
             return [self._flush(), checkpoint]
         if len(self._items) >= self._max_entries or self._bytes >= self._max_bytes:

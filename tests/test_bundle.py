@@ -165,13 +165,18 @@ def entries(origin: bytes, count: int, size: int = 10) -> list[Entry]:
     return [Entry(origin, seq, bytes(16), bytes([seq % 256]) * size) for seq in range(1, count + 1)]
 
 
-def checkpoint(seq: int) -> Checkpoint:
-    return Checkpoint(A, seq, bytes(32), 0, bytes(64))
+def chunk(chunker: FeedChunker, feed: list[Entry], checkpoint_seqs: set[int]) -> list:
+    return [
+        frame
+        for e in feed
+        for frame in chunker.add(
+            e, Checkpoint(A, e.seq, bytes(32), 0, bytes(64)) if e.seq in checkpoint_seqs else None
+        )
+    ]
 
 
-def test_chunker_closes_each_run_with_its_checkpoint_and_stops_at_the_last() -> None:
-    chunker = FeedChunker({3: checkpoint(3), 7: checkpoint(7)}, max_entries=2)
-    frames = [f for e in entries(A, 9) for f in chunker.add(e)]
+def test_chunker_closes_each_run_with_its_checkpoint() -> None:
+    frames = chunk(FeedChunker(max_entries=2), entries(A, 7), {3, 7})
     shape = [
         (f.first_seq, len(f.items)) if isinstance(f, Entries) else ("cp", f.seq) for f in frames
     ]
@@ -179,6 +184,5 @@ def test_chunker_closes_each_run_with_its_checkpoint_and_stops_at_the_last() -> 
 
 
 def test_chunker_bounds_bytes() -> None:
-    chunker = FeedChunker({5: checkpoint(5)}, max_bytes=250)
-    frames = [f for e in entries(A, 5, size=100) for f in chunker.add(e)]
+    frames = chunk(FeedChunker(max_bytes=250), entries(A, 5, size=100), {5})
     assert [len(f.items) for f in frames if isinstance(f, Entries)] == [3, 2]
