@@ -423,6 +423,7 @@ report ratios against a baseline run in the same process.
 | benchmark | command | section |
 | --- | --- | --- |
 | import and search | `python bench/import_search.py` | "Import and search (issue 2)" |
+| feed verification | `python bench/verify_feeds.py` | "Feed verification (issue 3)" |
 
 Reference machine (when this file was created): {cpus} CPUs ({model}), {memory} RAM,
 {os}, Python {python}, SQLite {sqlite}; {date}.
@@ -430,13 +431,16 @@ Reference machine (when this file was created): {cpus} CPUs ({model}), {memory} 
 """
 
 
-def write_docs(section: str, info: dict[str, str]) -> None:
+def write_docs(section: str, info: dict[str, str], heading: str = SECTION) -> None:
+    """Replace the section that starts with `heading` (up to the next `## `) in
+    docs/benchmarks.md with `section`, or append it; other sections stay as they are.
+    Other benchmarks import this so every one of them rewrites only its own section."""
     text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else INTRO.format(**info)
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        following = text.find("\n## ", start + len(SECTION))
+        following = text.find("\n## ", start + len(heading))
         rest = text[following + 1 :] if following != -1 else ""
         text = text[:start] + section + ("\n" + rest if rest else "")
     DOCS.parent.mkdir(parents=True, exist_ok=True)
