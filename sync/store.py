@@ -147,11 +147,19 @@ def merge_import(current: Mapping[str, Any] | None, incoming: Mapping[str, Any])
 class RecordStore:
     """Household records of one node, written through its signed feed."""
 
-    def __init__(self, db: Database, actor: bytes, public_key: bytes, signer: Signer) -> None:
+    def __init__(
+        self,
+        db: Database,
+        actor: bytes,
+        public_key: bytes,
+        signer: Signer,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.db = db
         self.actor = actor
         self.public_key = public_key
         self._sign = signer
+        self.clock = clock
 
     # ----- writing -------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ class RecordStore:
                 seq += 1
                 chain = chain_link(chain, seq, rid, change.hash)
                 entries.append((self.actor, seq, rid, change.raw_bytes))
-        at = now_ms()
+        at = self.clock()
         checkpoint = Checkpoint.sign(self.actor, seq, chain, at, self._sign)
         await conn.executemany(
             "INSERT INTO entries (origin, seq, record_id, change) VALUES (?, ?, ?, ?)", entries
@@ -214,7 +222,7 @@ class RecordStore:
             if await self._load_docs(conn, [rid]):
                 raise RecordExists(rid)
             doc = RecordDoc.new(self.actor)
-            changes = doc.set_state(target, operator, now_ms())
+            changes = doc.set_state(target, operator, self.clock())
             await self._commit(conn, [PlannedWrite(rid, doc, changes)])
         return _view(rid, doc)
 
@@ -236,7 +244,7 @@ class RecordStore:
                 raise RecordNotFound(record_id)
             doc = docs[record_id][0]
             target = edit(doc.household())
-            changes = doc.set_state(target, operator, now_ms(), deleted=delete)
+            changes = doc.set_state(target, operator, self.clock(), deleted=delete)
             await self._commit(conn, [PlannedWrite(record_id, doc, changes)])
         return _view(record_id, doc)
 
@@ -275,7 +283,7 @@ class RecordStore:
                     write = PlannedWrite(rid, doc, [])
                 current = write.doc.household() if write else None
                 doc = write.doc if write else RecordDoc.new(self.actor)
-                changes = doc.set_state(merge_import(current, household), operator, now_ms())
+                changes = doc.set_state(merge_import(current, household), operator, self.clock())
                 if write is None:
                     outcome.created += 1
                 elif changes and not write.changes:
