@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from certified_peers import Network
 
+from simpul.crypto.network_root import create_network
 from simpul.node.runtime import open_node
 from simpul.node.server import build_app
 
@@ -64,6 +66,14 @@ async def make_token(data_dir: Path, username: str = "admin", role: str = "admin
         if await node.operators.get(username) is None:
             await node.operators.add(username, role, "kata-sandi-rahasia")
         return await node.operators.create_token(username)
+
+
+@pytest.fixture
+async def network(tmp_path: Path) -> AsyncIterator[Network]:
+    """A network root (scope 1709 and 1702) whose `node()` makes certified nodes."""
+    net = Network(tmp_path, create_network("Dinsos Uji", ["1709", "1702"]))
+    yield net
+    await net.close()
 
 
 @dataclass

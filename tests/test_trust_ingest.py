@@ -3,62 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
+from certified_peers import Network
 from sync_peers import Peer, sync_one_way
 
-from simpul.crypto.network_root import NetworkRoot, create_network
-from simpul.crypto.node_certificate import issue_node_certificate
-from simpul.crypto.node_key import NodeKey
-from simpul.crypto.revocation import empty_revocation_list, issue_revocation_list
+from simpul.crypto.network_root import create_network
+from simpul.crypto.revocation import issue_revocation_list
 from simpul.node.trust_policy import CertificateTrust
-from simpul.sync.database import Database
-from simpul.sync.engine import SyncEngine
-from simpul.sync.store import RecordStore
-
-
-class Network:
-    """A network root and the nodes it certified, each with its own SQLite store."""
-
-    def __init__(self, base: Path, root: NetworkRoot) -> None:
-        self.base = base
-        self.root = root
-        self.revocations = empty_revocation_list(root)
-        self.peers: list[Peer] = []
-
-    async def node(self, scope: list[str], certified: bool = True) -> Peer:
-        key = NodeKey.generate()
-        certificate = (
-            issue_node_certificate(self.root, key.public_bytes, f"n{len(self.peers)}", "office",
-                                   scope)
-            if certified
-            else b""
-        )  # fmt: skip
-        db = await Database.open(self.base / f"node{len(self.peers)}" / "simpul.db")
-        engine = SyncEngine(
-            db,
-            key.node_id,
-            CertificateTrust(self.root.cert_pem, self.revocations),
-            network_id=bytes.fromhex(self.root.network_id),
-            certificate=certificate,
-        )
-        peer = Peer(key, db, RecordStore(db, key.node_id, key.public_bytes, key.sign), engine)
-        self.peers.append(peer)
-        return peer
-
-    async def close(self) -> None:
-        for peer in self.peers:
-            await peer.db.close()
-
-
-@pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[Network]:
-    net = Network(tmp_path, create_network("Dinsos Uji", ["1709", "1702"]))
-    yield net
-    await net.close()
 
 
 def in_region(household: dict, kode: str) -> dict:

@@ -1,0 +1,310 @@
+"""Sync sessions between two nodes over HTTPS with mutual TLS 1.3 (the LAN carrier).
+
+One session is started by a client and moves data both ways in at most two requests:
+
+1. `POST /sync/v1/pull`, body = a bundle of the client's hello and frontier. The answer
+   streams a bundle: the server's hello and frontier, then every chunk the client lacks.
+   The client commits each chunk as it arrives, so a broken connection resumes there.
+2. If the server lacks anything (the client compares frontiers), `POST /sync/v1/push`
+   streams those chunks; the server commits each one as it arrives and answers with a
+   bundle holding its new frontier. A no-op session is request 1 alone.
+
+Both sides check the peer's certificate right after the handshake (`check_peer`: root,
+expiry, revocation) and that the hello's node id and network id match it. A server runs
+at most one session per peer at a time (409 otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from simpul.crypto.node_certificate import CertificateRejected, NodeCertificate
+from simpul.crypto.revocation import RevocationList
+from simpul.crypto.tls import check_peer
+from simpul.sync.bundle import (
+    HEADER,
+    BundleDecoder,
+    BundleError,
+    End,
+    Entries,
+    Frame,
+    Hello,
+    encode_frame,
+)
+from simpul.sync.engine import IngestReport, Receiver, SyncEngine
+from simpul.sync.frontier import Frontier, missing
+
+log = logging.getLogger(__name__)
+
+PULL = "/sync/v1/pull"
+PUSH = "/sync/v1/push"
+READ_CHUNK = 64 * 1024
+MAX_REQUEST_HEAD = 64 * 1024
+SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
+CONTENT_TYPE = "application/x-simpul-bundle"
+
+
+class SessionError(Exception):
+    """A session that could not run: unreachable, refused, wrong peer, bad stream."""
+
+
+@dataclass
+class Trust:
+    """What a session needs to judge its peer: the root and the newest revocation list."""
+
+    root_cert: bytes
+    revocations: RevocationList
+
+
+@dataclass
+class SessionReport:
+    """What one session moved, as seen by the side that reports it."""
+
+    peer: str = ""
+    received: int = 0
+    sent: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+def _opening(engine: SyncEngine, frontier: Frontier) -> bytes:
+    return HEADER + encode_frame(engine.hello()) + encode_frame(frontier)
+
+
+def _peer_certificate(ssl_object: object, trust: Trust) -> NodeCertificate:
+    if ssl_object is None:
+        raise SessionError("not a TLS connection")
+    try:
+        return check_peer(ssl_object, trust.root_cert, trust.revocations)  # type: ignore[arg-type]
+    except CertificateRejected as exc:
+        raise SessionError(f"peer certificate refused: {exc}") from exc
+
+
+def _check_hello(hello: Hello | None, certificate: NodeCertificate, engine: SyncEngine) -> None:
+    if hello is None:
+        raise SessionError("the peer's stream has no hello")
+    if hello.node_id.hex() != certificate.node_id:
+        raise SessionError(
+            f"hello names node {hello.node_id.hex()} but the certificate is {certificate.node_id}"
+        )
+    if hello.network_id != engine.network_id:
+        raise SessionError(f"peer is in network {hello.network_id.hex()}, not ours")
+
+
+async def _receive(
+    receiver: Receiver, chunks: AsyncIterator[bytes], report: SessionReport
+) -> IngestReport:
+    """Decode a streamed bundle into `receiver`, committing chunks as they complete."""
+    decoder = BundleDecoder()
+    total = IngestReport()
+    async for data in chunks:
+        report.bytes_in += len(data)
+        try:
+            frames = decoder.feed(data)
+        except BundleError as exc:
+            total = total.merge(await receiver.receive(exc.frames))
+            raise SessionError(f"bad stream from peer: {exc}") from exc
+        total = total.merge(await receiver.receive(frames))
+    try:
+        decoder.close()
+    except BundleError as exc:
+        raise SessionError(f"stream from peer ended early: {exc}") from exc
+    return total.merge(await receiver.finish())
+
+
+def _note(report: SessionReport, ingest: IngestReport) -> None:
+    report.received += ingest.accepted
+    report.refused += [f"{r.reason}: {r.detail}" for r in ingest.refused]
+
+
+async def _frames_out(
+    engine: SyncEngine, theirs: Frontier, report: SessionReport
+) -> AsyncIterator[bytes]:
+    async for frame in engine.outgoing_frames(theirs):
+        data = encode_frame(frame)
+        report.bytes_out += len(data)
+        if isinstance(frame, Entries):
+            report.sent += len(frame.items)
+        yield data
+
+
+# ----- server ----------------------------------------------------------------------------
+
+
+class SyncServer:
+    """The listening side: aiohttp handlers for pull and push, one session per peer."""
+
+    def __init__(self, engine: SyncEngine, trust: Trust) -> None:
+        self.engine = engine
+        self.trust = trust
+        self._busy: set[str] = set()
+        self.sessions: list[SessionReport] = []
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_HEAD)
+        app.router.add_post(PULL, self.pull)
+        app.router.add_post(PUSH, self.push)
+        return app
+
+    def _authenticate(self, request: web.Request) -> NodeCertificate:
+        assert request.transport is not None
+        try:
+            return _peer_certificate(request.transport.get_extra_info("ssl_object"), self.trust)
+        except SessionError as exc:
+            log.warning("sync session refused remote=%s reason=%s", request.remote, exc)
+            raise web.HTTPForbidden(text=str(exc)) from None
+
+    async def _opening_frames(self, request: web.Request, peer: NodeCertificate) -> list[Frame]:
+        body = await request.content.read(MAX_REQUEST_HEAD)
+        try:
+            frames = BundleDecoder().feed(body)
+        except BundleError as exc:
+            raise web.HTTPBadRequest(text=f"bad opening: {exc}") from None
+        hello = next((f for f in frames if isinstance(f, Hello)), None)
+        try:
+            _check_hello(hello, peer, self.engine)
+        except SessionError as exc:
+            log.warning("sync session refused node_id=%s reason=%s", peer.node_id, exc)
+            raise web.HTTPForbidden(text=str(exc)) from None
+        return frames
+
+    def _claim(self, peer: NodeCertificate) -> None:
+        if peer.node_id in self._busy:
+            raise web.HTTPConflict(text="a session with this node is already running")
+        self._busy.add(peer.node_id)
+
+    async def pull(self, request: web.Request) -> web.StreamResponse:
+        peer = self._authenticate(request)
+        frames = await self._opening_frames(request, peer)
+        theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
+        self._claim(peer)
+        report = SessionReport(peer=peer.node_id)
+        try:
+            response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+            await response.prepare(request)
+            await response.write(_opening(self.engine, await self.engine.frontier()))
+            async for data in _frames_out(self.engine, theirs, report):
+                await response.write(data)
+            await response.write(encode_frame(End()))
+            await response.write_eof()
+        finally:
+            self._busy.discard(peer.node_id)
+            log.info(
+                "sync serve pull node_id=%s sent=%d bytes_out=%d",
+                peer.node_id,
+                report.sent,
+                report.bytes_out,
+            )
+        return response
+
+    async def push(self, request: web.Request) -> web.Response:
+        peer = self._authenticate(request)
+        self._claim(peer)
+        report = SessionReport(peer=peer.node_id)
+        try:
+            receiver = self.engine.receiver()
+            ingest = await _receive(receiver, request.content.iter_chunked(READ_CHUNK), report)
+            if receiver.peer is not None:
+                _check_hello(receiver.peer, peer, self.engine)
+            _note(report, ingest)
+        except SessionError as exc:
+            log.warning("sync serve push failed node_id=%s reason=%s", peer.node_id, exc)
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        finally:
+            self._busy.discard(peer.node_id)
+        log.info(
+            "sync serve push node_id=%s received=%d refused=%d",
+            peer.node_id,
+            report.received,
+            len(report.refused),
+        )
+        self.sessions.append(report)
+        return web.Response(
+            body=_opening(self.engine, await self.engine.frontier()), content_type=CONTENT_TYPE
+        )
+
+
+# ----- client ----------------------------------------------------------------------------
+
+
+async def sync_with(
+    engine: SyncEngine,
+    base_url: str,
+    context: ssl.SSLContext,
+    trust: Trust,
+    expected_node_id: str | None = None,
+) -> SessionReport:
+    """Run one session with the node at `base_url` (https://host:port)."""
+    report = SessionReport()
+    connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
+            opening = _opening(engine, await engine.frontier())
+            report.bytes_out += len(opening)
+            async with http.post(base_url + PULL, data=opening) as response:
+                if response.status != 200:
+                    raise SessionError(f"peer answered {response.status}: {await response.text()}")
+                peer = _session_peer(response, trust, expected_node_id)
+                report.peer = peer.node_id
+                receiver = engine.receiver()
+                ingest = await _receive(receiver, response.content.iter_chunked(READ_CHUNK), report)
+                _check_hello(receiver.peer, peer, engine)
+                _note(report, ingest)
+                theirs = receiver.their_frontier or Frontier()
+            if missing(await engine.frontier(), theirs):
+                await _push(http, engine, base_url, theirs, report)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise SessionError(f"cannot sync with {base_url}: {exc}") from exc
+    log.info(
+        "sync session peer=%s received=%d sent=%d bytes_in=%d bytes_out=%d",
+        report.peer,
+        report.received,
+        report.sent,
+        report.bytes_in,
+        report.bytes_out,
+    )
+    return report
+
+
+def _session_peer(
+    response: aiohttp.ClientResponse, trust: Trust, expected_node_id: str | None
+) -> NodeCertificate:
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    peer = _peer_certificate(
+        transport.get_extra_info("ssl_object") if transport is not None else None, trust
+    )
+    if expected_node_id is not None and peer.node_id != expected_node_id:
+        raise SessionError(f"expected node {expected_node_id} at this address, met {peer.node_id}")
+    return peer
+
+
+async def _push(
+    http: aiohttp.ClientSession,
+    engine: SyncEngine,
+    base_url: str,
+    theirs: Frontier,
+    report: SessionReport,
+) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        head = HEADER + encode_frame(engine.hello())
+        report.bytes_out += len(head)
+        yield head
+        async for data in _frames_out(engine, theirs, report):
+            yield data
+        yield encode_frame(End())
+
+    async with http.post(
+        base_url + PUSH, data=body(), headers={"Content-Type": CONTENT_TYPE}
+    ) as response:
+        answer = await response.read()
+        report.bytes_in += len(answer)
+        if response.status != 200:
+            raise SessionError(f"peer refused the push: {response.status} {answer[:200]!r}")
