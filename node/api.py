@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from simpul.node.membership import load_membership
+from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node
 from simpul.sync.household import (
     FieldError,
@@ -273,7 +274,8 @@ async def status_of(node: Node) -> dict[str, Any]:
             "scope": list(cert.scope),
             "expires": cert.not_after.isoformat(),
         }
-    return {"node_id": node.node_id, **network, **counts}
+    peers = [peer.to_json() for peer in await PeerTable(node.db).list_all()]
+    return {"node_id": node.node_id, **network, **counts, "peers": peers}
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ import click
 from simpul.crypto.node_key import verify_signature
 from simpul.node.api import status_of
 from simpul.node.cli_network import enroll, network
+from simpul.node.cli_peers import peer, peers
 from simpul.node.cli_support import read_secret, run
 from simpul.node.importer import import_csv
 from simpul.node.runtime import default_data_dir, open_node
@@ -63,12 +64,20 @@ def main(ctx: click.Context, data_dir: Path | None, log_level: str | None) -> No
 
 main.add_command(network)
 main.add_command(enroll)
+main.add_command(peer)
+main.add_command(peers)
 
 
 @main.command()
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT to serve.")
+@click.option(
+    "--sync-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port announced on the LAN for sync with other nodes (default: the HTTP port + 1).",
+)
 @click.pass_obj
-def node(data_dir: Path, listen: str) -> None:
+def node(data_dir: Path, listen: str, sync_port: int | None) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
 
@@ -76,7 +85,7 @@ def node(data_dir: Path, listen: str) -> None:
         click.echo(f"Simpul node running at {url}", nl=True)
         sys.stdout.flush()
 
-    run(serve(data_dir, host, port, ready))
+    run(serve(data_dir, host, port, ready, sync_port))
 
 
 @main.group()

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
 from simpul.node.api import NODE_KEY, add_routes, bearer_auth, status_of
+from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
+from simpul.node.membership import load_membership
+from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node, open_node
 
 log = logging.getLogger(__name__)
+
+DISCOVERY_ENV = "SIMPUL_DISCOVERY"  # "off": no LAN announcements (tests, the hub role)
 
 PAGE = (Path(__file__).parent / "templates" / "index.html").read_text(encoding="utf-8")
 
@@ -36,8 +43,32 @@ def build_app(node: Node) -> web.Application:
     return app
 
 
-async def serve(data_dir: Path, host: str, port: int, ready: Callable[[str], None]) -> None:
-    """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL once listening."""
+def network_id_of(data_dir: Path) -> str:
+    """This node's network id, or "" while it has not joined one."""
+    membership = load_membership(data_dir)
+    return membership.network_id if membership is not None else ""
+
+
+def discovery_for(node: Node, sync_port: int) -> Discovery | None:
+    """LAN discovery for this node, unless $SIMPUL_DISCOVERY is "off"."""
+    if os.environ.get(DISCOVERY_ENV, "").lower() == "off":
+        log.info("discovery off node_id=%s reason=%s=off", node.node_id, DISCOVERY_ENV)
+        return None
+    network_id = partial(network_id_of, node.data_dir)
+    return Discovery(node.node_id, network_id, sync_port, PeerTable(node.db))
+
+
+async def serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    ready: Callable[[str], None],
+    sync_port: int | None = None,
+) -> None:
+    """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL once listening.
+
+    Discovery announces `sync_port` (default: the HTTP port + 1) on the LAN meanwhile.
+    """
     async with open_node(data_dir) as node:
         runner = web.AppRunner(build_app(node), access_log=None)
         await runner.setup()
@@ -52,8 +83,13 @@ async def serve(data_dir: Path, host: str, port: int, ready: Callable[[str], Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        discovery = discovery_for(node, sync_port or bound + 1)
+        if discovery is not None:
+            await discovery.start()
         try:
             await stop.wait()
         finally:
             log.info("node stopping node_id=%s", node.node_id)
+            if discovery is not None:
+                await discovery.stop()
             await runner.cleanup()

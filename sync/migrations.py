@@ -99,6 +99,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (origin, seq)
     ) WITHOUT ROWID;
     """,
+    # 3: peers found on the LAN (mDNS, keyed by node id) or typed in (manual, keyed by
+    # address until contacted), with what syncing with them did
+    """
+    CREATE TABLE peers (
+        id INTEGER PRIMARY KEY,
+        node_id TEXT UNIQUE,
+        network_id TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('mdns', 'manual')),
+        state TEXT NOT NULL,
+        first_seen_ms INTEGER,
+        last_seen_ms INTEGER,
+        last_sync_ms INTEGER,
+        entries_sent INTEGER NOT NULL DEFAULT 0,
+        entries_received INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE UNIQUE INDEX peers_manual_address ON peers (host, port) WHERE source = 'manual';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
