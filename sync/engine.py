@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 PAGE_ENTRIES = 1000  # entries read from SQLite per query while streaming out
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # received changes waiting for their checkpoint
 KODE_WILAYAH = "kode_wilayah"
+# an origin's stored public key and certificate, as offered to the trust policy
+ORIGIN_KEY_SQL = (
+    "SELECT f.public_key, c.certificate FROM feeds f"
+    " LEFT JOIN origin_certificates c USING (origin) WHERE f.origin = ?"
+)
 
 
 @dataclass(frozen=True)
@@ -244,11 +249,7 @@ class SyncEngine:
         return Hello(FORMAT_VERSION, self.local_origin, self.network_id)
 
     async def _certificate_frame(self, origin: bytes) -> Certificate | None:
-        row = await self.db.fetchone(
-            "SELECT f.public_key, c.certificate FROM feeds f"
-            " LEFT JOIN origin_certificates c USING (origin) WHERE f.origin = ?",
-            (origin,),
-        )
+        row = await self.db.fetchone(ORIGIN_KEY_SQL, (origin,))
         if row is None or row[0] is None:
             return None
         certificate = self.certificate if origin == self.local_origin else row[1]
@@ -450,11 +451,7 @@ class Receiver:
         if origin not in self._keys:
             offer = self._offers.get(origin)
             if offer is None:
-                sql = (
-                    "SELECT f.public_key, c.certificate FROM feeds f"
-                    " LEFT JOIN origin_certificates c USING (origin) WHERE f.origin = ?"
-                )
-                async with conn.execute(sql, (origin,)) as cursor:
+                async with conn.execute(ORIGIN_KEY_SQL, (origin,)) as cursor:
                     row = await cursor.fetchone()
                 if row is not None and row[0] is not None:
                     offer = Certificate(origin, row[0], row[1] or b"")
