@@ -28,7 +28,7 @@ from simpul.sync.household import (
 from simpul.sync.ids import new_member_id
 from simpul.sync.operators import Operator
 from simpul.sync.record_doc import MEMBERS
-from simpul.sync.store import RecordExists, RecordNotFound
+from simpul.sync.store import OutOfScope, RecordExists, RecordNotFound
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ async def create_record(request: web.Request) -> web.Response:
     operator: Operator = request[OPERATOR]
     try:
         record = await node.records.create(household, operator.username, household.get("id"))
+    except OutOfScope as exc:
+        return invalid([FieldError("kode_wilayah", str(exc))])
     except RecordExists:
         return error(409, "a record with this id already exists", id=household.get("id"))
     log.info("record create id=%s operator=%s", record["id"], operator.username)
@@ -201,6 +203,8 @@ async def patch_record(request: web.Request) -> web.Response:
         return error(404, "no such record")
     except ValidationError as exc:
         return invalid(exc.errors)
+    except OutOfScope as exc:
+        return invalid([FieldError("kode_wilayah", str(exc))])
     log.info("record patch id=%s operator=%s", record_id, operator.username)
     return web.json_response(record)
 

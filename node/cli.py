@@ -72,20 +72,28 @@ main.add_command(peers)
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT to serve.")
 @click.option(
     "--sync-port",
-    type=click.IntRange(1, 65535),
+    type=click.IntRange(0, 65535),
     default=None,
-    help="Port announced on the LAN for sync with other nodes (default: the HTTP port + 1).",
+    help="Mutual-TLS port for sync with other nodes, on every interface "
+    "(default: the HTTP port + 1; 0: any free port).",
+)
+@click.option(
+    "--sync-period",
+    type=click.FloatRange(1, 3600),
+    default=None,
+    help="Seconds between sync rounds with every peer (default 30).",
 )
 @click.pass_obj
-def node(data_dir: Path, listen: str, sync_port: int | None) -> None:
+def node(data_dir: Path, listen: str, sync_port: int | None, sync_period: float | None) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
 
-    def ready(url: str) -> None:
-        click.echo(f"Simpul node running at {url}", nl=True)
+    def ready(url: str, lan_port: int | None) -> None:
+        sync = f" (LAN sync on port {lan_port})" if lan_port else " (LAN sync off: no network)"
+        click.echo(f"Simpul node running at {url}{sync}", nl=True)
         sys.stdout.flush()
 
-    run(serve(data_dir, host, port, ready, sync_port))
+    run(serve(data_dir, host, port, ready, sync_port, sync_period))
 
 
 @main.group()
@@ -207,8 +215,18 @@ def status(data_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts))
         return
+    peers = facts.pop("peers", [])
     for key, value in facts.items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
         click.echo(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
+    click.echo(f"peers: {len(peers)}")
+    for known in peers:
+        click.echo(
+            f"  {known['node_id'] or '?'}  {known['address']}  {known['state']}"
+            f"  sent {known['entries_sent']} received {known['entries_received']}"
+            + (f"  error: {known['last_error']}" if known["last_error"] else "")
+        )
 
 
 @main.command()

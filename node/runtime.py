@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simpul.crypto.node_key import NodeKey
+from simpul.node.membership import load_membership
 from simpul.sync.database import Database
 from simpul.sync.operators import Operators
 from simpul.sync.store import RecordStore
@@ -57,6 +58,9 @@ async def open_node(data_dir: Path) -> AsyncIterator[Node]:
     db = await Database.open(data_dir / DB_FILE)
     try:
         records = RecordStore(db, key.node_id, key.public_bytes, key.sign)
+        membership = load_membership(data_dir)
+        if membership is not None:
+            records.scope = membership.certificate.scope
         yield Node(data_dir, key, db, records, Operators(db))
     finally:
         await db.close()

@@ -15,8 +15,9 @@ from aiohttp import web
 from simpul.node.api import NODE_KEY, add_routes, bearer_auth, status_of
 from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
+from simpul.node.lan_sync import LanSync
 from simpul.node.membership import load_membership
-from simpul.node.peers import PeerTable
+from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node, open_node
 
 log = logging.getLogger(__name__)
@@ -49,23 +50,27 @@ def network_id_of(data_dir: Path) -> str:
     return membership.network_id if membership is not None else ""
 
 
-def discovery_for(node: Node, sync_port: int) -> Discovery | None:
+def discovery_for(
+    node: Node, sync_port: int, on_peer: Callable[[Peer], None] | None
+) -> Discovery | None:
     """LAN discovery for this node, unless $SIMPUL_DISCOVERY is "off"."""
     if os.environ.get(DISCOVERY_ENV, "").lower() == "off":
         log.info("discovery off node_id=%s reason=%s=off", node.node_id, DISCOVERY_ENV)
         return None
     network_id = partial(network_id_of, node.data_dir)
-    return Discovery(node.node_id, network_id, sync_port, PeerTable(node.db))
+    return Discovery(node.node_id, network_id, sync_port, PeerTable(node.db), on_peer)
 
 
 async def serve(
     data_dir: Path,
     host: str,
     port: int,
-    ready: Callable[[str], None],
+    ready: Callable[[str, int | None], None],
     sync_port: int | None = None,
+    sync_period: float | None = None,
 ) -> None:
-    """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL once listening.
+    """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL and the LAN sync
+    port (None without a network) once listening.
 
     Discovery announces `sync_port` (default: the HTTP port + 1) on the LAN meanwhile.
     """
@@ -78,12 +83,21 @@ async def serve(
         bound = sockets[0].getsockname()[1] if sockets else port
         url = f"http://{host}:{bound}/"
         log.info("node serving node_id=%s url=%s data_dir=%s", node.node_id, url, data_dir)
-        ready(url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        discovery = discovery_for(node, sync_port or bound + 1)
+        membership = load_membership(data_dir)
+        lan = None
+        if membership is not None:
+            lan_port = bound + 1 if sync_port is None else sync_port
+            lan = await LanSync.start(node, membership, lan_port, sync_period)
+        else:
+            log.info("lan sync off node_id=%s reason=no network yet", node.node_id)
+        ready(url, lan.port if lan else None)
+        discovery = discovery_for(
+            node, lan.port if lan else (sync_port or bound + 1), lan.on_peer if lan else None
+        )
         if discovery is not None:
             await discovery.start()
         try:
@@ -92,4 +106,6 @@ async def serve(
             log.info("node stopping node_id=%s", node.node_id)
             if discovery is not None:
                 await discovery.stop()
+            if lan is not None:
+                await lan.stop()
             await runner.cleanup()

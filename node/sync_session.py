@@ -141,10 +141,10 @@ async def _frames_out(
 class SyncServer:
     """The listening side: aiohttp handlers for pull and push, one session per peer."""
 
-    def __init__(self, engine: SyncEngine, trust: Trust) -> None:
+    def __init__(self, engine: SyncEngine, trust: Trust, busy: set[str] | None = None) -> None:
         self.engine = engine
         self.trust = trust
-        self._busy: set[str] = set()
+        self._busy: set[str] = busy if busy is not None else set()
         self.sessions: list[SessionReport] = []
 
     def app(self) -> web.Application:

@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 from automerge import core
 
+from simpul.crypto.scope import in_scope
 from simpul.sync.database import Database
 from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, chain_link
 from simpul.sync.feed import verify_chain as verify_feed_chain
@@ -36,6 +37,16 @@ class RecordNotFound(Exception):
 
 class RecordExists(Exception):
     """A record with the supplied id already exists."""
+
+
+class OutOfScope(Exception):
+    """A write to a region outside this node's write scope (other nodes would refuse it)."""
+
+    def __init__(self, kode_wilayah: str, scope: tuple[str, ...]) -> None:
+        super().__init__(
+            f"region {kode_wilayah} is outside this node's write scope ({', '.join(scope)})"
+        )
+        self.kode_wilayah = kode_wilayah
 
 
 def now_ms() -> int:
@@ -160,6 +171,16 @@ class RecordStore:
         self.public_key = public_key
         self._sign = signer
         self.clock = clock
+        self.on_commit: Callable[[], None] | None = None  # e.g. "sync soon"
+        self.scope: tuple[str, ...] | None = None  # region prefixes; None: unrestricted
+
+    def check_scope(self, *kodes: str | None) -> None:
+        """Raise OutOfScope unless every region code (before and after a write) is ours."""
+        if self.scope is None:
+            return
+        for kode in kodes:
+            if kode is not None and not in_scope(self.scope, kode):
+                raise OutOfScope(kode, self.scope)
 
     # ----- writing -------------------------------------------------------------------
 
@@ -210,6 +231,8 @@ class RecordStore:
             (checkpoint.origin, checkpoint.seq, checkpoint.chain, at, checkpoint.signature),
         )
         await store_views(conn, writes, at)
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def create(
         self, household: Mapping[str, Any], operator: str, record_id: str | None = None
@@ -221,6 +244,7 @@ class RecordStore:
         async with self.db.write() as conn:
             if await self._load_docs(conn, [rid]):
                 raise RecordExists(rid)
+            self.check_scope(target.get("kode_wilayah"))
             doc = RecordDoc.new(self.actor)
             changes = doc.set_state(target, operator, self.clock())
             await self._commit(conn, [PlannedWrite(rid, doc, changes)])
@@ -243,7 +267,9 @@ class RecordStore:
             if record_id not in docs or docs[record_id][1]:
                 raise RecordNotFound(record_id)
             doc = docs[record_id][0]
-            target = edit(doc.household())
+            current = doc.household()
+            target = edit(current)
+            self.check_scope(current.get("kode_wilayah"), target.get("kode_wilayah"))
             changes = doc.set_state(target, operator, self.clock(), deleted=delete)
             await self._commit(conn, [PlannedWrite(record_id, doc, changes)])
         return _view(record_id, doc)
@@ -282,6 +308,12 @@ class RecordStore:
                         continue
                     write = PlannedWrite(rid, doc, [])
                 current = write.doc.household() if write else None
+                try:
+                    self.check_scope(household.get("kode_wilayah"))
+                    self.check_scope((current or {}).get("kode_wilayah"))
+                except OutOfScope as exc:
+                    outcome.rejected.append((line, str(exc)))
+                    continue
                 doc = write.doc if write else RecordDoc.new(self.actor)
                 changes = doc.set_state(merge_import(current, household), operator, self.clock())
                 if write is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -115,13 +116,18 @@ class NodeProcess:
 
     process: asyncio.subprocess.Process
     url: str
+    sync_port: int | None = None
 
     def kill(self) -> None:
         self.process.kill()
 
 
 async def start_node_process(data_dir: Path, *extra: str) -> NodeProcess:
-    """Start `simpul node` on a free loopback port and wait for the URL it prints."""
+    """Start `simpul node` on a free loopback port and wait for the URL it prints.
+
+    Discovery is off (no mDNS on the machine's own network); LAN sync listens on any free
+    port, found in `sync_port` (None for a node without a network).
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -131,16 +137,20 @@ async def start_node_process(data_dir: Path, *extra: str) -> NodeProcess:
         "node",
         "--listen",
         "127.0.0.1:0",
+        "--sync-port",
+        "0",
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SIMPUL_DISCOVERY": "off"},
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
     text = line.decode().strip()
-    assert "http://" in text, f"node did not start: {text!r}"
-    return NodeProcess(process, text[text.index("http://") :].rstrip("/"))
+    found = re.search(r"(http://\S+?)/? \((?:LAN sync on port (\d+))?", text)
+    assert found, f"node did not start: {text!r}"
+    port = int(found.group(2)) if found.group(2) else None
+    return NodeProcess(process, found.group(1), port)
 
 
 @pytest.fixture

@@ -178,3 +178,19 @@ async def test_lan_enrollment_needs_the_code_shown_on_the_device(
     assert joining.returncode == 0, err
     assert network_id in out.decode()
     assert status(device)["network_id"] == network_id
+
+
+def test_member_node_refuses_local_writes_outside_its_scope(tmp_path: Path) -> None:
+    admin, device = tmp_path / "admin", tmp_path / "desa"
+    create_network(admin)
+    enrol_by_file(admin, device, tmp_path, scope="1709")
+    csv_file = tmp_path / "h.csv"
+    csv_file.write_text(generate(40, "csv"))
+    result = simpul_cli(device, "import", str(csv_file), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    households = [json.loads(line) for line in generate(40, "jsonl").splitlines()]
+    outside = sum(1 for h in households if not h["kode_wilayah"].startswith("1709"))
+    assert outside and len(summary["rejected"]) == outside
+    assert all("write scope" in r["reason"] for r in summary["rejected"])
+    assert status(device)["records"] == len(households) - outside

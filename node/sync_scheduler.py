@@ -1,0 +1,127 @@
+"""When to sync with whom: every live peer of our network, on change and periodically.
+
+A session starts with a peer when it is discovered, shortly after a local change
+(debounced, so a burst of edits makes one session), after a session brought new entries
+(so they travel on to the others), and every `period` seconds. A peer that fails is
+retried with exponential back-off. Never two sessions with the same peer at once: the
+scheduler and the sync server share one set of busy peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+
+from simpul.node.peers import FOREIGN, Peer, PeerTable
+from simpul.node.sync_session import SessionError, Trust, sync_with
+from simpul.sync.engine import SyncEngine
+
+log = logging.getLogger(__name__)
+
+PERIOD_SECONDS = 30.0
+DEBOUNCE_SECONDS = 1.0
+BACKOFF_START = 2.0
+BACKOFF_MAX = 300.0
+
+
+class SyncScheduler:
+    """Starts sync sessions with the peers in the peers table."""
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        peers: PeerTable,
+        context: ssl.SSLContext,
+        trust: Trust,
+        busy: set[str],
+        period: float = PERIOD_SECONDS,
+        debounce: float = DEBOUNCE_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.peers = peers
+        self.context = context
+        self.trust = trust
+        self.busy = busy
+        self.period = period
+        self.debounce = debounce
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sessions: dict[int, asyncio.Task[None]] = {}
+        self._retry_at: dict[int, float] = {}
+        self._backoff: dict[int, float] = {}
+
+    def poke(self) -> None:
+        """Something changed (a local edit, a new peer): sync soon."""
+        self._wake.set()
+
+    def peer_seen(self, peer: Peer) -> None:
+        if peer.id not in self._sessions:
+            self.poke()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sync-scheduler")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._sessions.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.period * random.uniform(0.8, 1.2))
+                await asyncio.sleep(self.debounce)  # let a burst of edits settle
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.round()
+            except Exception:
+                log.exception("sync round failed")
+
+    async def round(self) -> None:
+        """Start a session with every peer that is due and not busy."""
+        now = time.monotonic()
+        for peer in await self.peers.list_all():
+            if peer.state == FOREIGN or peer.node_id == self.engine.local_origin.hex():
+                continue
+            if peer.id in self._sessions or (peer.node_id and peer.node_id in self.busy):
+                continue
+            if self._retry_at.get(peer.id, 0.0) > now:
+                continue
+            self._sessions[peer.id] = asyncio.create_task(
+                self._session(peer), name=f"sync-{peer.address}"
+            )
+
+    async def _session(self, peer: Peer) -> None:
+        claimed = peer.node_id
+        if claimed:
+            self.busy.add(claimed)
+        try:
+            report = await sync_with(
+                self.engine,
+                f"https://{peer.address}",
+                self.context,
+                self.trust,
+                expected_node_id=peer.node_id,
+            )
+        except SessionError as exc:
+            delay = min(self._backoff.get(peer.id, BACKOFF_START / 2) * 2, BACKOFF_MAX)
+            self._backoff[peer.id] = delay
+            self._retry_at[peer.id] = time.monotonic() + delay
+            log.warning("sync failed peer=%s retry_in=%.0fs reason=%s", peer.address, delay, exc)
+            await self.peers.mark_sync(peer.id, error=str(exc)[:500])
+        else:
+            self._backoff.pop(peer.id, None)
+            self._retry_at.pop(peer.id, None)
+            await self.peers.mark_sync(peer.id, sent=report.sent, received=report.received)
+            if report.received:
+                self.poke()  # pass what we learnt on to the other peers
+        finally:
+            if claimed:
+                self.busy.discard(claimed)
+            self._sessions.pop(peer.id, None)
