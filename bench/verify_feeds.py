@@ -100,6 +100,7 @@ class Results:
     verified: dict[str, int] = field(default_factory=dict)
     other_cpus: float = 0.0
     attempts: int = 1
+    sets: list[tuple[float, float]] = field(default_factory=list)  # (other CPUs, median s)
     other_cpus_phases: float = 0.0
     profile: str = ""
 
@@ -214,6 +215,7 @@ async def measure(
                 totals.append(time.perf_counter() - start)
                 print(f"verify run {index + 1}/{runs}: {totals[-1]:.3f} s", file=sys.stderr)
             load = other.cpus()
+            results.sets.append((load, statistics.median(totals)))
             if best is None or load < best[0]:
                 best = (load, totals)
             if load <= max_other_cpus or attempt == attempts:
@@ -380,6 +382,17 @@ def report(
         f"| entries verified per second | {results.entries / total:,.0f} | | | |",
         f"| signature checks in one run | {results.signature_checks:,} | | | |",
         "",
+        *(
+            [
+                "Every set of runs (median wall time, and how many CPUs other processes used"
+                " meanwhile): "
+                + "; ".join(f"{m:.3f} s at {load:.2f}" for load, m in results.sets)
+                + ".",
+                "",
+            ]
+            if len(results.sets) > 1
+            else []
+        ),
         f"### Where the time goes (each phase timed on its own, same rows, medians of {runs})",
         "",
         "| phase | median (ms) | share of the sum | all runs (ms) |",
