@@ -18,6 +18,8 @@ from aiohttp import web
 from simpul.node.membership import load_membership
 from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node
+from simpul.sync.conflicts import UnknownField, field_name, parse_field
+from simpul.sync.engine import OpenTrust, SyncEngine
 from simpul.sync.household import (
     FieldError,
     ValidationError,
@@ -181,6 +183,59 @@ async def create_record(request: web.Request) -> web.Response:
     return web.json_response(record, status=201)
 
 
+RESOLVERS = ("verifier", "admin")
+
+
+async def resolve_conflict(request: web.Request) -> web.Response:
+    """A verifier settles a conflicted field: `{"field": "rumah.atap", "value": "Seng"}`."""
+    node = request.app[NODE_KEY]
+    operator: Operator = request[OPERATOR]
+    if operator.role not in RESOLVERS:
+        return error(403, "only a verifier or an admin may resolve conflicts")
+    record_id = record_id_of(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("field"), str) or "value" not in body:
+        return invalid([FieldError("", 'expected {"field": NAME, "value": VALUE}')])
+    current = await node.records.get(record_id)
+    if current is None or current["_meta"]["deleted"]:
+        return error(404, "no such record")
+    try:
+        path = parse_field(body["field"])
+        value = chosen_value(current, path, body["value"])
+        record = await node.records.resolve(record_id, path, value, operator.username)
+    except UnknownField as exc:
+        return invalid([FieldError("field", str(exc))])
+    except ValidationError as exc:
+        return invalid(exc.errors)
+    except RecordNotFound:
+        return error(404, "no such record")
+    log.info(
+        "record resolve id=%s field=%s operator=%s", record_id, body["field"], operator.username
+    )
+    return web.json_response(record)
+
+
+def chosen_value(record: dict[str, Any], path: tuple[str, ...], value: Any) -> Any:
+    """`value` validated and normalised as it would stand at `path` in `record`."""
+    household = {k: v for k, v in record.items() if k not in ("_meta", "id")}
+    if path[0] == MEMBERS:
+        members = household.get(MEMBERS, [])
+        index = next((i for i, m in enumerate(members) if m["id"] == path[1]), None)
+        if index is None or path[2] not in members[index]:
+            raise UnknownField(f"{field_name(path)} is not a field of this record")
+        members[index] = {**members[index], path[2]: value}
+        return validate_household(household)[MEMBERS][index][path[2]]
+    if len(path) == 2:
+        if not isinstance(household.get(path[0]), dict):
+            raise UnknownField(f"{field_name(path)} is not a field of this record")
+        household[path[0]] = {**household[path[0]], path[1]: value}
+        return validate_household(household)[path[0]][path[1]]
+    if path[0] not in household:
+        raise UnknownField(f"{field_name(path)} is not a field of this record")
+    household[path[0]] = value
+    return validate_household(household)[path[0]]
+
+
 async def get_record(request: web.Request) -> web.Response:
     record = await request.app[NODE_KEY].records.get(record_id_of(request))
     if record is None:
@@ -279,7 +334,15 @@ async def status_of(node: Node) -> dict[str, Any]:
             "expires": cert.not_after.isoformat(),
         }
     peers = [peer.to_json() for peer in await PeerTable(node.db).list_all()]
-    return {"node_id": node.node_id, **network, **counts, "peers": peers}
+    sync = await SyncEngine(node.db, node.key.node_id, OpenTrust()).status()
+    return {
+        "node_id": node.node_id,
+        **network,
+        **counts,
+        "pending": sync.pending,
+        "frontier": {origin.hex(): seq for origin, seq in sync.frontier.items()},
+        "peers": peers,
+    }
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -294,4 +357,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/api/v1/records/{id}", patch_record)
     app.router.add_delete("/api/v1/records/{id}", delete_record)
     app.router.add_get("/api/v1/records/{id}/history", record_history)
+    app.router.add_post("/api/v1/records/{id}/resolve", resolve_conflict)
     app.router.add_get("/api/v1/status", node_status)

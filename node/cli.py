@@ -216,10 +216,14 @@ def status(data_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(facts))
         return
     peers = facts.pop("peers", [])
+    frontier = facts.pop("frontier", {})
     for key, value in facts.items():
         if isinstance(value, list):
             value = ", ".join(map(str, value))
         click.echo(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
+    click.echo(f"feeds held: {len(frontier)}")
+    for origin, seq in frontier.items():
+        click.echo(f"  {origin}  up to {seq}")
     click.echo(f"peers: {len(peers)}")
     for known in peers:
         click.echo(

@@ -207,6 +207,18 @@ class RecordDoc:
         self._only_change = changes[0].raw_bytes if not before and len(changes) == 1 else None
         return changes
 
+    def put(self, obj: bytes, key: str, value: Any, operator: str, at_ms: int) -> list[core.Change]:
+        """Write one value (even an unchanged one) as a change of its own, with the audit
+        keys; used to settle a conflict, where a fresh write must supersede the old ones."""
+        before = self.heads
+        with self.doc.transaction() as tx:
+            _write(tx, obj, key, value, insert=False)
+            _write(tx, core.ROOT, AUDIT_BY, operator, insert=False)
+            _write(tx, core.ROOT, AUDIT_AT, at_ms, insert=False)
+        self._plain = None
+        self._only_change = None
+        return self.doc.get_changes(before)
+
     def household(self) -> dict[str, Any]:
         """The household fields only (no audit keys)."""
         return {k: v for k, v in self.plain().items() if k not in INTERNAL_KEYS}

@@ -19,6 +19,7 @@ import aiosqlite
 from automerge import core
 
 from simpul.crypto.scope import in_scope
+from simpul.sync.conflicts import Path, conflicts, resolve
 from simpul.sync.database import Database
 from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, chain_link
 from simpul.sync.feed import verify_chain as verify_feed_chain
@@ -59,6 +60,7 @@ def _id_bytes(record_id: str) -> bytes:
 
 def _view(record_id: str, doc: RecordDoc) -> dict[str, Any]:
     household, meta = doc.view()
+    meta["conflicts"] = conflicts(doc)
     return {"id": record_id, **household, "_meta": meta}
 
 
@@ -271,6 +273,20 @@ class RecordStore:
             target = edit(current)
             self.check_scope(current.get("kode_wilayah"), target.get("kode_wilayah"))
             changes = doc.set_state(target, operator, self.clock(), deleted=delete)
+            await self._commit(conn, [PlannedWrite(record_id, doc, changes)])
+        return _view(record_id, doc)
+
+    async def resolve(
+        self, record_id: str, path: Path, value: Any, operator: str
+    ) -> dict[str, Any]:
+        """Settle a conflict on `path` with `value` (a verifier's choice) as a new change."""
+        async with self.db.write() as conn:
+            docs = await self._load_docs(conn, [record_id])
+            if record_id not in docs or docs[record_id][1]:
+                raise RecordNotFound(record_id)
+            doc = docs[record_id][0]
+            self.check_scope(doc.household().get("kode_wilayah"))
+            changes = resolve(doc, path, value, operator, self.clock())
             await self._commit(conn, [PlannedWrite(record_id, doc, changes)])
         return _view(record_id, doc)
 
