@@ -16,7 +16,7 @@ import ssl
 import time
 
 from simpul.node.peers import FOREIGN, Peer, PeerTable
-from simpul.node.sync_session import SessionError, Trust, sync_with
+from simpul.node.sync_session import CLONE_ADVICE, SessionError, Trust, sync_with
 from simpul.sync.engine import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,14 @@ class SyncScheduler:
         else:
             self._backoff.pop(peer.id, None)
             self._retry_at.pop(peer.id, None)
-            await self.peers.mark_sync(peer.id, sent=report.sent, received=report.received)
+            clone = (
+                CLONE_ADVICE.format(origin=", ".join(sorted(report.forked)))
+                if report.forked
+                else None
+            )
+            await self.peers.mark_sync(
+                peer.id, sent=report.sent, received=report.received, error=clone
+            )
             if report.received:
                 self.poke()  # pass what we learnt on to the other peers
         finally:

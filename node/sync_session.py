@@ -72,6 +72,7 @@ class SessionReport:
     bytes_in: int = 0
     bytes_out: int = 0
     refused: list[str] = field(default_factory=list)
+    forked: set[str] = field(default_factory=set)  # origins whose feed forked (clones?)
 
 
 def _opening(engine: SyncEngine, frontier: Frontier) -> bytes:
@@ -119,9 +120,26 @@ async def _receive(
     return total.merge(await receiver.finish())
 
 
+FORKED = ("chain", "own-feed")
+CLONE_ADVICE = (
+    "the feed of node {origin} does not continue the copy held here: it was altered, or "
+    "two devices share that node's identity (a copied SD card, or a node restored from a "
+    "backup while the original still runs). Stop the copy, move its data dir aside and "
+    "enrol it again as a new node ('simpul enroll request'); revoke the old id if unsure."
+)
+
+
 def _note(report: SessionReport, ingest: IngestReport) -> None:
     report.received += ingest.accepted
     report.refused += [f"{r.reason}: {r.detail}" for r in ingest.refused]
+    for refused in ingest.refused:
+        if refused.reason in FORKED:
+            report.forked.add(refused.origin.hex())
+            log.error(
+                "sync clone suspected origin=%s advice=%r",
+                refused.origin.hex(),
+                CLONE_ADVICE.format(origin=refused.origin.hex()),
+            )
 
 
 async def _frames_out(

@@ -26,8 +26,11 @@ class Network:
         self.peers: list[Peer] = []
         self.certificates: dict[bytes, bytes] = {}
 
-    async def node(self, scope: list[str], certified: bool = True) -> Peer:
-        key = NodeKey.generate()
+    async def node(
+        self, scope: list[str], certified: bool = True, key: NodeKey | None = None
+    ) -> Peer:
+        """A new node (its own store); `key` given: a clone of that node's identity."""
+        key = key or NodeKey.generate()
         certificate = (
             issue_node_certificate(self.root, key.public_bytes, f"n{len(self.peers)}", "office",
                                    scope)

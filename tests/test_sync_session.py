@@ -125,3 +125,24 @@ async def test_client_refuses_an_unexpected_node_at_the_address(
             await sync_with(
                 a.engine, url, client_ctx, trust_of(network), expected_node_id="00" * 16
             )
+
+
+async def test_cloned_identity_with_a_forked_feed_is_refused_with_advice(
+    tmp_path: Path, network: Network, households_jsonl: list
+) -> None:
+    original, office = await network.node(["1709", "1702"]), await network.node(["1709", "1702"])
+    await original.records.create(households_jsonl[0], "ani")
+    copy = network.base / f"node{len(network.peers)}" / "simpul.db"  # where node() opens it
+    copy.parent.mkdir()
+    await original.db.reader.execute("VACUUM INTO ?", (str(copy),))  # a copied SD card
+    clone = await network.node(["1709", "1702"], key=original.key)
+    await original.records.create(households_jsonl[1], "ani")
+    for household in households_jsonl[2:4]:  # the clone goes further than the original
+        await clone.records.create(household, "ani")
+    _, client_ctx = contexts(network, office, tmp_path)
+    async with serving(network, original, tmp_path) as (url, _):
+        await sync_with(office.engine, url, client_ctx, trust_of(network))
+    async with serving(network, clone, tmp_path) as (url, _):
+        report = await sync_with(office.engine, url, client_ctx, trust_of(network))
+    assert report.forked == {original.origin.hex()}
+    assert (await office.records.counts())["records"] == 2
