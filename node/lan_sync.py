@@ -17,7 +17,7 @@ from simpul.node.membership import Membership
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
-from simpul.node.sync_session import SyncServer, Trust
+from simpul.node.sync_session import SessionReport, SyncServer, Trust
 from simpul.node.trust_policy import CertificateTrust
 from simpul.sync.engine import SyncEngine
 
@@ -53,7 +53,12 @@ class LanSync:
         trust = Trust(membership.root_cert, membership.revocations)
         busy: set[str] = set()
         contexts = (node.key, certificate, membership.root_cert, membership.revocations)
-        server = SyncServer(engine, trust, busy)
+        peers = PeerTable(node.db)
+
+        async def served(report: SessionReport) -> None:
+            await peers.mark_served(report.peer, sent=report.sent, received=report.received)
+
+        server = SyncServer(engine, trust, busy, served)
         runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(
@@ -63,7 +68,7 @@ class LanSync:
         bound = runner.addresses[0][1]
         scheduler = SyncScheduler(
             engine,
-            PeerTable(node.db),
+            peers,
             client_context(*contexts, private_dir=private),
             trust,
             busy,

@@ -133,6 +133,16 @@ class PeerTable:
         log.info("peer add address=%s source=manual id=%d", peer.address, peer.id)
         return peer
 
+    async def mark_served(self, node_id: str, *, sent: int = 0, received: int = 0) -> None:
+        """Count a session that peer `node_id` started with us (a no-op if it is unknown)."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                "UPDATE peers SET state = ?, last_error = NULL, last_sync_ms = ?,"
+                " entries_sent = entries_sent + ?, entries_received = entries_received + ?"
+                " WHERE node_id = ?",
+                (SYNCED, now_ms(), sent, received, node_id),
+            )
+
     async def list_all(self) -> list[Peer]:
         """Every peer: manual ones first, then by node id."""
         rows = await self.db.fetchall(
@@ -141,10 +151,23 @@ class PeerTable:
         return [Peer(*row) for row in rows]
 
     async def mark_sync(
-        self, peer_id: int, *, sent: int = 0, received: int = 0, error: str | None = None
+        self,
+        peer_id: int,
+        *,
+        sent: int = 0,
+        received: int = 0,
+        error: str | None = None,
+        node_id: str | None = None,
     ) -> None:
-        """Record how a sync session with peer `peer_id` ended (`error` None: it succeeded)."""
+        """Record how a sync session with peer `peer_id` ended (`error` None: it succeeded);
+        `node_id`: who answered, learnt by a manual peer unless another row has that id."""
         async with self.db.write() as conn:
+            if node_id:
+                await conn.execute(
+                    "UPDATE peers SET node_id = ? WHERE id = ? AND node_id IS NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM peers WHERE node_id = ?)",
+                    (node_id, peer_id, node_id),
+                )
             await conn.execute(
                 "UPDATE peers SET state = ?, last_error = ?, "
                 "last_sync_ms = CASE WHEN ? IS NULL THEN ? ELSE last_sync_ms END, "

@@ -124,7 +124,11 @@ class SyncScheduler:
                 else None
             )
             await self.peers.mark_sync(
-                peer.id, sent=report.sent, received=report.received, error=clone
+                peer.id,
+                sent=report.sent,
+                received=report.received,
+                error=clone,
+                node_id=report.peer,
             )
             if report.received:
                 self.poke()  # pass what we learnt on to the other peers

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -159,10 +159,17 @@ async def _frames_out(
 class SyncServer:
     """The listening side: aiohttp handlers for pull and push, one session per peer."""
 
-    def __init__(self, engine: SyncEngine, trust: Trust, busy: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: SyncEngine,
+        trust: Trust,
+        busy: set[str] | None = None,
+        on_served: Callable[[SessionReport], Awaitable[None]] | None = None,
+    ) -> None:
         self.engine = engine
         self.trust = trust
         self._busy: set[str] = busy if busy is not None else set()
+        self._on_served = on_served
         self.sessions: list[SessionReport] = []
 
     def app(self) -> web.Application:
@@ -220,7 +227,12 @@ class SyncServer:
                 report.sent,
                 report.bytes_out,
             )
+        await self._served(report)
         return response
+
+    async def _served(self, report: SessionReport) -> None:
+        if self._on_served is not None and (report.sent or report.received):
+            await self._on_served(report)
 
     async def push(self, request: web.Request) -> web.Response:
         peer = self._authenticate(request)
@@ -244,6 +256,7 @@ class SyncServer:
             len(report.refused),
         )
         self.sessions.append(report)
+        await self._served(report)
         return web.Response(
             body=_opening(self.engine, await self.engine.frontier()), content_type=CONTENT_TYPE
         )

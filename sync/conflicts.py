@@ -18,7 +18,15 @@ from typing import Any
 
 from automerge import core
 
-from simpul.sync.record_doc import AUDIT_AT, AUDIT_BY, INTERNAL_KEYS, MEMBERS, RecordDoc, iso_ms
+from simpul.sync.record_doc import (
+    AUDIT_AT,
+    AUDIT_BY,
+    INTERNAL_KEYS,
+    MEMBERS,
+    RecordDoc,
+    extract,
+    iso_ms,
+)
 
 # A field path: ("desil",), ("rumah", "atap") or ("anggota", member_id, "nama").
 Path = tuple[str, ...]
@@ -84,7 +92,9 @@ def value_at(doc: core.Document, path: Path, heads: list[bytes] | None) -> Any:
     got = doc.get(where[0], where[1], heads) if where else None
     if got is None:
         return None
-    return core.extract(doc.fork(heads), got[1]) if isinstance(got[0], core.ObjType) else got[0][1]
+    if not isinstance(got[0], core.ObjType):
+        return got[0][1]
+    return extract(doc.fork(heads), got[1], got[0])
 
 
 def conflicted_paths(doc: core.Document) -> list[Path]:
@@ -102,7 +112,7 @@ def conflicted_paths(doc: core.Document) -> list[Path]:
             if key not in INTERNAL_KEYS:
                 paths.append((key,))
         elif steps[0] == MEMBERS and len(steps) == 2:
-            plain = plain or core.extract(doc)  # type: ignore[assignment]
+            plain = plain or extract(doc)
             assert plain is not None
             paths.append((MEMBERS, plain[MEMBERS][steps[1]]["id"], key))
         elif len(steps) == 1:
