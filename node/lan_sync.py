@@ -8,16 +8,16 @@ certificate of this network before anything is exchanged.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from simpul.crypto.tls import client_context, server_context
-from simpul.node.membership import Membership
+from simpul.node import network_gossip
+from simpul.node.membership import Membership, load_membership
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
-from simpul.node.sync_session import SessionReport, SyncServer, Trust
+from simpul.node.sync_session import SessionReport, SyncServer, Trust, fetch_news
 from simpul.node.trust_policy import CertificateTrust
 from simpul.sync.engine import SyncEngine
 
@@ -27,62 +27,104 @@ SYNC_HOST = "0.0.0.0"
 TLS_DIR = "tls"
 
 
-@dataclass
 class LanSync:
-    """The running LAN carrier of one node."""
+    """The running LAN carrier of one node, and the network news it passes on."""
 
-    engine: SyncEngine
-    scheduler: SyncScheduler
-    runner: web.AppRunner
-    port: int
+    def __init__(self, node: Node, membership: Membership) -> None:
+        self.node = node
+        self.membership = membership
+        self.trust = Trust(membership.root_cert, membership.revocations)
+        self.policy = CertificateTrust.of(membership)
+        self.engine = SyncEngine(
+            node.db,
+            node.key.node_id,
+            self.policy,
+            network_id=bytes.fromhex(membership.network_id),
+            certificate=membership.certificate.pem,
+        )
+        self.peers = PeerTable(node.db)
+        private = node.data_dir / TLS_DIR
+        private.mkdir(mode=0o700, exist_ok=True)
+        contexts = (node.key, membership.certificate.pem, membership.root_cert)
+        self._server_context = server_context(
+            *contexts, membership.revocations, private_dir=private
+        )
+        self._client_context = client_context(
+            *contexts, membership.revocations, private_dir=private
+        )
+        self.runner: web.AppRunner | None = None
+        self.scheduler: SyncScheduler | None = None
+        self.port = 0
 
     @classmethod
     async def start(
         cls, node: Node, membership: Membership, port: int, period: float | None = None
     ) -> LanSync:
-        private = node.data_dir / TLS_DIR
-        private.mkdir(mode=0o700, exist_ok=True)
-        certificate = membership.certificate.pem
-        engine = SyncEngine(
-            node.db,
-            node.key.node_id,
-            CertificateTrust.of(membership),
-            network_id=bytes.fromhex(membership.network_id),
-            certificate=certificate,
-        )
-        trust = Trust(membership.root_cert, membership.revocations)
+        lan = cls(node, membership)
         busy: set[str] = set()
-        contexts = (node.key, certificate, membership.root_cert, membership.revocations)
-        peers = PeerTable(node.db)
-
-        async def served(report: SessionReport) -> None:
-            await peers.mark_served(report.peer, sent=report.sent, received=report.received)
-
-        server = SyncServer(engine, trust, busy, served)
-        runner = web.AppRunner(server.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, SYNC_HOST, port, ssl_context=server_context(*contexts, private_dir=private)
-        )
+        server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan)
+        lan.runner = web.AppRunner(server.app(), access_log=None)
+        await lan.runner.setup()
+        site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan._server_context)
         await site.start()
-        bound = runner.addresses[0][1]
-        scheduler = SyncScheduler(
-            engine,
-            peers,
-            client_context(*contexts, private_dir=private),
-            trust,
+        lan.port = lan.runner.addresses[0][1]
+        lan.scheduler = SyncScheduler(
+            lan.engine,
+            lan.peers,
+            lan._client_context,
+            lan.trust,
             busy,
+            after_session=lan._after_session,
             **({"period": period} if period else {}),
         )
-        node.records.on_commit = scheduler.poke
-        await scheduler.start()
-        scheduler.poke()
-        log.info("lan sync listening node_id=%s port=%d", node.node_id, bound)
-        return cls(engine, scheduler, runner, bound)
+        node.records.on_commit = lan.scheduler.poke
+        await lan.scheduler.start()
+        lan.scheduler.poke()
+        log.info("lan sync listening node_id=%s port=%d", node.node_id, lan.port)
+        return lan
+
+    async def _served(self, report: SessionReport) -> None:
+        await self.peers.mark_served(report.peer, sent=report.sent, received=report.received)
+
+    def _take(self, updated: Membership) -> None:
+        self.membership = updated
+        self.trust.revocations = updated.revocations
+        self.policy.revocations = updated.revocations
+        log.info(
+            "network news taken revocations=%d data_key_epoch=%d",
+            updated.revocations.number,
+            updated.data_key.epoch,
+        )
+
+    def _reload(self) -> None:
+        """Pick up what an admin command changed on disk (e.g. `simpul network revoke`)."""
+        current = load_membership(self.node.data_dir)
+        if current is not None and current.revocations.supersedes(self.membership.revocations):
+            self._take(current)
+
+    def version(self) -> str:
+        self._reload()
+        return network_gossip.version(self.node.data_dir, self.membership)
+
+    def offer(self) -> bytes:
+        self._reload()
+        return network_gossip.export(self.node.data_dir, self.membership)
+
+    async def _after_session(self, peer: Peer, report: SessionReport) -> None:
+        """Fetch a peer's network news when it is newer than ours, and take it."""
+        if not report.news or not network_gossip.is_newer(report.news, self.version()):
+            return
+        offered = await fetch_news(f"https://{peer.address}", self._client_context)
+        updated = network_gossip.absorb(self.node.data_dir, self.membership, offered)
+        if updated is not None:
+            self._take(updated)
 
     def on_peer(self, peer: Peer) -> None:
-        self.scheduler.peer_seen(peer)
+        if self.scheduler is not None:
+            self.scheduler.peer_seen(peer)
 
     async def stop(self) -> None:
-        await self.scheduler.stop()
-        await self.runner.cleanup()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()

@@ -93,13 +93,13 @@ def exchange_key(data_dir: Path) -> ExchangeKey:
     return ExchangeKey.load_or_create(data_dir / EXCHANGE_KEY_FILE)
 
 
-def _write_public(path: Path, data: bytes) -> None:
+def write_public(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
-def _save_data_keys(folder: Path, keys: tuple[DataKey, ...]) -> None:
+def save_data_keys(folder: Path, keys: tuple[DataKey, ...]) -> None:
     document = [{"key_id": k.key_id, "epoch": k.epoch, "secret": k.secret.hex()} for k in keys]
     write_private_file(folder / DATA_KEYS, json.dumps(document, indent=1).encode())
 
@@ -137,10 +137,10 @@ def _install(
     data_dir: Path, root_cert: bytes, node_cert: bytes, revocations: RevocationList, keys
 ) -> Membership:
     folder = network_dir(data_dir)
-    _write_public(folder / ROOT_CERT, root_cert)
-    _write_public(folder / REVOCATIONS, revocations.to_pem())
-    _save_data_keys(folder, tuple(keys))
-    _write_public(folder / NODE_CERT, node_cert)  # last: its presence means "member"
+    write_public(folder / ROOT_CERT, root_cert)
+    write_public(folder / REVOCATIONS, revocations.to_pem())
+    save_data_keys(folder, tuple(keys))
+    write_public(folder / NODE_CERT, node_cert)  # last: its presence means "member"
     membership = load_membership(data_dir)
     assert membership is not None
     return membership
@@ -278,12 +278,12 @@ def revoke(data_dir: Path, node_id: str, reason: str, passphrase: str) -> Revoca
         if not revocations.is_revoked(member)
     }
     folder = network_dir(data_dir)
-    _write_public(folder / REVOCATIONS, revocations.to_pem())
-    _save_data_keys(folder, (*membership.data_keys, data_key))
+    write_public(folder / REVOCATIONS, revocations.to_pem())
+    save_data_keys(folder, (*membership.data_keys, data_key))
     wraps_dir = folder / WRAPS
     wraps_dir.mkdir(exist_ok=True, mode=0o700)
     for member, wrapped in wraps.items():
-        _write_public(wraps_dir / f"{data_key.epoch}-{member}.key", wrapped)
+        write_public(wraps_dir / f"{data_key.epoch}-{member}.key", wrapped)
     log.info(
         "network revoke node_id=%s list=%d epoch=%d", node_id, revocations.number, data_key.epoch
     )
@@ -312,7 +312,7 @@ def _pending_dir(data_dir: Path) -> Path:
 def store_pending_request(data_dir: Path, request: EnrollmentRequest) -> None:
     if len(pending_requests(data_dir)) >= MAX_PENDING:
         raise MembershipError("too many devices are waiting to be admitted; admit or wait")
-    _write_public(_pending_dir(data_dir) / f"{request.node_id}.request", request.to_bytes())
+    write_public(_pending_dir(data_dir) / f"{request.node_id}.request", request.to_bytes())
 
 
 def pending_requests(data_dir: Path) -> list[EnrollmentRequest]:
@@ -334,7 +334,7 @@ def request_with_code(data_dir: Path, code: str) -> EnrollmentRequest:
 
 
 def store_grant(data_dir: Path, node_id: str, grant: Grant) -> None:
-    _write_public(_pending_dir(data_dir) / f"{node_id}.grant", grant.to_bytes())
+    write_public(_pending_dir(data_dir) / f"{node_id}.grant", grant.to_bytes())
 
 
 def pending_grant(data_dir: Path, node_id: str) -> bytes | None:

@@ -14,9 +14,16 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 
 from simpul.node.peers import FOREIGN, Peer, PeerTable
-from simpul.node.sync_session import CLONE_ADVICE, SessionError, Trust, sync_with
+from simpul.node.sync_session import (
+    CLONE_ADVICE,
+    SessionError,
+    SessionReport,
+    Trust,
+    sync_with,
+)
 from simpul.sync.engine import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,7 @@ class SyncScheduler:
         busy: set[str],
         period: float = PERIOD_SECONDS,
         debounce: float = DEBOUNCE_SECONDS,
+        after_session: Callable[[Peer, SessionReport], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
         self.peers = peers
@@ -47,6 +55,7 @@ class SyncScheduler:
         self.busy = busy
         self.period = period
         self.debounce = debounce
+        self.after_session = after_session
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sessions: dict[int, asyncio.Task[None]] = {}
@@ -132,6 +141,11 @@ class SyncScheduler:
             )
             if report.received:
                 self.poke()  # pass what we learnt on to the other peers
+            if self.after_session is not None:
+                try:
+                    await self.after_session(peer, report)
+                except SessionError as exc:
+                    log.warning("sync news failed peer=%s reason=%s", peer.address, exc)
         finally:
             if claimed:
                 self.busy.discard(claimed)

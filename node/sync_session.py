@@ -20,6 +20,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PULL = "/sync/v1/pull"
 PUSH = "/sync/v1/push"
+NEWS = "/sync/v1/network"
+NEWS_HEADER = "X-Simpul-Network"  # the server's network-news version, on every pull answer
 READ_CHUNK = 64 * 1024
 MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
@@ -73,6 +76,15 @@ class SessionReport:
     bytes_out: int = 0
     refused: list[str] = field(default_factory=list)
     forked: set[str] = field(default_factory=set)  # origins whose feed forked (clones?)
+    news: str = ""  # the peer's network-news version (revocations, data keys)
+
+
+class NetworkNews(Protocol):
+    """Network news a node offers and takes (see node/network_gossip.py)."""
+
+    def version(self) -> str: ...
+
+    def offer(self) -> bytes: ...
 
 
 def _opening(engine: SyncEngine, frontier: Frontier) -> bytes:
@@ -165,18 +177,27 @@ class SyncServer:
         trust: Trust,
         busy: set[str] | None = None,
         on_served: Callable[[SessionReport], Awaitable[None]] | None = None,
+        news: NetworkNews | None = None,
     ) -> None:
         self.engine = engine
         self.trust = trust
         self._busy: set[str] = busy if busy is not None else set()
         self._on_served = on_served
+        self._news = news
         self.sessions: list[SessionReport] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_HEAD)
         app.router.add_post(PULL, self.pull)
         app.router.add_post(PUSH, self.push)
+        app.router.add_get(NEWS, self.network_news)
         return app
+
+    async def network_news(self, request: web.Request) -> web.Response:
+        self._authenticate(request)
+        if self._news is None:
+            raise web.HTTPNotFound(text="no network news here")
+        return web.Response(body=self._news.offer(), content_type="application/json")
 
     def _authenticate(self, request: web.Request) -> NodeCertificate:
         assert request.transport is not None
@@ -212,7 +233,10 @@ class SyncServer:
         self._claim(peer)
         report = SessionReport(peer=peer.node_id)
         try:
-            response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+            headers = {"Content-Type": CONTENT_TYPE}
+            if self._news is not None:
+                headers[NEWS_HEADER] = self._news.version()
+            response = web.StreamResponse(headers=headers)
             await response.prepare(request)
             await response.write(_opening(self.engine, await self.engine.frontier()))
             async for data in _frames_out(self.engine, theirs, report):
@@ -284,6 +308,7 @@ async def sync_with(
                     raise SessionError(f"peer answered {response.status}: {await response.text()}")
                 peer = _session_peer(response, trust, expected_node_id)
                 report.peer = peer.node_id
+                report.news = response.headers.get(NEWS_HEADER, "")
                 receiver = engine.receiver()
                 ingest = await _receive(receiver, response.content.iter_chunked(READ_CHUNK), report)
                 _check_hello(receiver.peer, peer, engine)
@@ -302,6 +327,24 @@ async def sync_with(
         report.bytes_out,
     )
     return report
+
+
+async def fetch_news(base_url: str, context: ssl.SSLContext) -> bytes:
+    """The network news a peer offers (its revocation list and wrapped data keys).
+
+    The handshake already proved a certificate of our root; the news itself is signed by
+    the root and checked when taken, so it needs no per-peer check here."""
+    connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http,
+            http.get(base_url + NEWS) as response,
+        ):
+            if response.status != 200:
+                raise SessionError(f"peer answered {response.status} for network news")
+            return await response.read()
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise SessionError(f"cannot fetch network news from {base_url}: {exc}") from exc
 
 
 def _session_peer(

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import aiohttp
 from conftest import NodeProcess, generate, make_token, simpul_cli, start_node_process
-from test_network_cli import create_network, enrol_by_file
+from test_network_cli import PASSPHRASE, create_network, enrol_by_file
+
+from simpul.crypto.revocation import RevocationList
 
 SYNC_PERIOD = "2"
 CONVERGE_SECONDS = 60
@@ -135,3 +137,53 @@ async def test_node_killed_mid_session_resumes_without_loss(
     facts = json.loads(simpul_cli(desa, "status", "--json").stdout)
     assert facts["records"] == total
     assert simpul_cli(desa, "verify").returncode == 0
+
+
+def data_key_epochs(data_dir: Path) -> set[int]:
+    keys = json.loads((data_dir / "network" / "data-keys.json").read_text())
+    return {key["epoch"] for key in keys}
+
+
+def revocation_number(data_dir: Path) -> int:
+    return RevocationList.parse((data_dir / "network" / "revocations.crl.pem").read_bytes()).number
+
+
+async def test_revocation_and_new_data_key_travel_with_sync(
+    tmp_path: Path, node_processes: list[NodeProcess], households_jsonl: list
+) -> None:
+    admin, kept, lost = tmp_path / "admin", tmp_path / "kept", tmp_path / "lost"
+    create_network(admin)
+    enrol_by_file(admin, kept, tmp_path)
+    lost_id = enrol_by_file(admin, lost, tmp_path)["node_id"]
+    a, k, x = [
+        await start_node_process(d, "--sync-period", SYNC_PERIOD) for d in (admin, kept, lost)
+    ]
+    node_processes += [a, k, x]
+    # the lost laptop talks only to the kept node, which talks to the admin's
+    simpul_cli(admin, "peer", "add", f"127.0.0.1:{k.sync_port}")
+    simpul_cli(kept, "peer", "add", f"127.0.0.1:{a.sync_port}")
+    simpul_cli(lost, "peer", "add", f"127.0.0.1:{k.sync_port}")
+    revoked = simpul_cli(
+        admin, "network", "revoke", lost_id, "--reason", "laptop hilang", "--passphrase-stdin",
+        stdin=PASSPHRASE,
+    )  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+
+    async def kept_node_learnt() -> bool:
+        return revocation_number(kept) == 1 and data_key_epochs(kept) == {1, 2}
+
+    await eventually(kept_node_learnt, "the kept node took the new list and its new data key")
+    before = json.loads(simpul_cli(kept, "status", "--json").stdout)["entries"]
+    token = await make_token(lost)
+    async with aiohttp.ClientSession() as http:
+        await Client(http, x, token).call(
+            "POST", "/api/v1/records", json=households_jsonl[0] | {"kode_wilayah": "1709012001"}
+        )
+
+    async def lost_node_refused() -> bool:
+        rows = json.loads(simpul_cli(lost, "peers", "--json").stdout)
+        return any(r["state"] == "failed" and "403" in (r["last_error"] or "") for r in rows)
+
+    await eventually(lost_node_refused, "the kept node refuses the revoked laptop's sessions")
+    assert json.loads(simpul_cli(kept, "status", "--json").stdout)["entries"] == before
+    assert data_key_epochs(lost) == {1}
