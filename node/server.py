@@ -17,8 +17,10 @@ from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
 from simpul.node.lan_sync import LanSync
 from simpul.node.membership import load_membership
+from simpul.node.metrics import add_metrics_routes
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node, open_node
+from simpul.node.systemd_notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/", index)
     add_routes(app)
     add_enroll_routes(app)
+    add_metrics_routes(app)
     return app
 
 
@@ -95,6 +98,9 @@ async def serve(
         else:
             log.info("lan sync off node_id=%s reason=no network yet", node.node_id)
         ready(url, lan.port if lan else None)
+        notifier = Notifier.from_environment()
+        notifier.ready(f"serving {url}")
+        watchdog = asyncio.create_task(notifier.run_watchdog())
         discovery = discovery_for(
             node, lan.port if lan else (sync_port or bound + 1), lan.on_peer if lan else None
         )
@@ -104,6 +110,8 @@ async def serve(
             await stop.wait()
         finally:
             log.info("node stopping node_id=%s", node.node_id)
+            notifier.stopping()
+            watchdog.cancel()
             if discovery is not None:
                 await discovery.stop()
             if lan is not None:
