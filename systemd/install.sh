@@ -7,7 +7,8 @@
 #
 # Environment:
 #   ROOT                      install into this directory instead of / (staging, tests):
-#                             nothing is started and systemctl is only printed
+#                             nothing is started, systemctl is only printed, and the
+#                             venv works only at that path (it is not relocatable)
 #   PYTHON                    the interpreter for the venv (default python3; 3.11 or 3.12)
 #   SYSTEMD_VERSION           the target's systemd version (default: this machine's)
 #   SIMPUL_INSTALL_VENV_ARGS  extra `python -m venv` arguments (e.g. --system-site-packages)
