@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SYNC_HOST = "0.0.0.0"
 TLS_DIR = "tls"
+KEEPALIVE_SECONDS = 3600  # a slow device may take long to read a large first sync
 
 
 class LanSync:
@@ -63,7 +64,9 @@ class LanSync:
         lan = cls(node, membership)
         busy: set[str] = set()
         server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan)
-        lan.runner = web.AppRunner(server.app(), access_log=None)
+        lan.runner = web.AppRunner(
+            server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
+        )
         await lan.runner.setup()
         site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan._server_context)
         await site.start()

@@ -296,9 +296,13 @@ async def sync_with(
     trust: Trust,
     expected_node_id: str | None = None,
 ) -> SessionReport:
-    """Run one session with the node at `base_url` (https://host:port)."""
+    """Run one session with the node at `base_url` (https://host:port).
+
+    Pull and push share one kept-alive connection: the client closes it when done. (A
+    server that closed first, after writing a large stream the client was still reading,
+    would lose the unread tail when its TLS shutdown timed out.)"""
     report = SessionReport()
-    connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+    connector = aiohttp.TCPConnector(ssl=context, limit=1)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
             opening = _opening(engine, await engine.frontier())

@@ -403,6 +403,10 @@ class RecordStore:
                 escaped = q.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("id IN (SELECT record_id FROM persons WHERE nama LIKE ? ESCAPE '\\')")
                 params.append(f"%{escaped}%")
+        if q:
+            # the q subquery is the selective part: keep the planner from walking every
+            # live record by the (deleted, updated) index and probing the list for each
+            where[0] = "+deleted = 0"
         clause = " AND ".join(where)
         total_row = await self.db.fetchone(f"SELECT count(*) FROM records WHERE {clause}", params)
         rows = await self.db.fetchall(
