@@ -408,14 +408,24 @@ class RecordStore:
             # live record by the (deleted, updated) index and probing the list for each
             where[0] = "+deleted = 0"
         clause = " AND ".join(where)
-        total_row = await self.db.fetchone(f"SELECT count(*) FROM records WHERE {clause}", params)
-        rows = await self.db.fetchall(
-            "SELECT b.json FROM records r JOIN record_bodies b USING (id) WHERE r.id IN"
-            f" (SELECT id FROM records WHERE {clause} ORDER BY updated_ms DESC, id"
-            " LIMIT ? OFFSET ?) ORDER BY r.updated_ms DESC, r.id",
-            [*params, limit, offset],
+        sql = f"FROM records WHERE {clause} ORDER BY updated_ms DESC, id LIMIT ? OFFSET ?"
+        # with q, the matches are computed once: find the page and count them in one pass;
+        # without, indexes answer the page and the count cheaply on their own
+        counted = "count(*) OVER ()" if q else "NULL"
+        page = await self.db.fetchall(f"SELECT id, {counted} {sql}", [*params, limit, offset])
+        if page and page[0][1] is not None:
+            total = int(page[0][1])
+        else:
+            row = await self.db.fetchone(f"SELECT count(*) FROM records WHERE {clause}", params)
+            total = int(row[0]) if row else 0
+        ids = [r[0] for r in page]
+        bodies = dict(
+            await self.db.fetchall(
+                f"SELECT id, json FROM record_bodies WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
+            )
         )
-        return [json.loads(r[0]) for r in rows], int(total_row[0]) if total_row else 0
+        return [json.loads(bodies[i]) for i in ids], total
 
     async def iter_all(self) -> AsyncIterator[dict[str, Any]]:
         """Every live record, streamed in id order (memory stays flat)."""
