@@ -87,7 +87,9 @@ class LanSync:
         return lan
 
     async def _served(self, report: SessionReport) -> None:
-        await self.peers.mark_served(report.peer, sent=report.sent, received=report.received)
+        await self.peers.mark_served(
+            report.peer, report.remote, sent=report.sent, received=report.received
+        )
 
     def _take(self, updated: Membership) -> None:
         self.membership = updated

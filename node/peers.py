@@ -133,9 +133,19 @@ class PeerTable:
         log.info("peer add address=%s source=manual id=%d", peer.address, peer.id)
         return peer
 
-    async def mark_served(self, node_id: str, *, sent: int = 0, received: int = 0) -> None:
-        """Count a session that peer `node_id` started with us (a no-op if it is unknown)."""
+    async def mark_served(
+        self, node_id: str, host: str | None = None, *, sent: int = 0, received: int = 0
+    ) -> None:
+        """Count a session that peer `node_id` started with us from `host` (a no-op if it is
+        unknown); a manual peer at that host that has not learnt its node id learns it."""
         async with self.db.write() as conn:
+            if host:
+                await conn.execute(
+                    "UPDATE peers SET node_id = ? WHERE id = (SELECT id FROM peers"
+                    " WHERE source = ? AND host = ? AND node_id IS NULL LIMIT 1)"
+                    " AND NOT EXISTS (SELECT 1 FROM peers WHERE node_id = ?)",
+                    (node_id, MANUAL, host, node_id),
+                )
             await conn.execute(
                 "UPDATE peers SET state = ?, last_error = NULL, last_sync_ms = ?,"
                 " entries_sent = entries_sent + ?, entries_received = entries_received + ?"

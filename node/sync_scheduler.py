@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from simpul.node.peers import FOREIGN, Peer, PeerTable
 from simpul.node.sync_session import (
     CLONE_ADVICE,
+    PeerBusy,
     SessionError,
     SessionReport,
     Trust,
@@ -118,6 +119,9 @@ class SyncScheduler:
                 self.trust,
                 expected_node_id=peer.node_id,
             )
+        except PeerBusy:
+            # the peer started a session with us meanwhile: nothing failed, try next round
+            log.info("sync skipped peer=%s reason=peer busy with us", peer.address)
         except SessionError as exc:
             delay = min(self._backoff.get(peer.id, BACKOFF_START / 2) * 2, BACKOFF_MAX)
             self._backoff[peer.id] = delay

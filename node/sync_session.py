@@ -57,6 +57,10 @@ class SessionError(Exception):
     """A session that could not run: unreachable, refused, wrong peer, bad stream."""
 
 
+class PeerBusy(SessionError):
+    """The peer is already in a session with this node (most often one it started)."""
+
+
 @dataclass
 class Trust:
     """What a session needs to judge its peer: the root and the newest revocation list."""
@@ -70,6 +74,7 @@ class SessionReport:
     """What one session moved, as seen by the side that reports it."""
 
     peer: str = ""
+    remote: str | None = None  # the peer's address, on the serving side
     received: int = 0
     sent: int = 0
     bytes_in: int = 0
@@ -231,7 +236,7 @@ class SyncServer:
         frames = await self._opening_frames(request, peer)
         theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
         self._claim(peer)
-        report = SessionReport(peer=peer.node_id)
+        report = SessionReport(peer=peer.node_id, remote=request.remote)
         try:
             headers = {"Content-Type": CONTENT_TYPE}
             if self._news is not None:
@@ -261,7 +266,7 @@ class SyncServer:
     async def push(self, request: web.Request) -> web.Response:
         peer = self._authenticate(request)
         self._claim(peer)
-        report = SessionReport(peer=peer.node_id)
+        report = SessionReport(peer=peer.node_id, remote=request.remote)
         try:
             receiver = self.engine.receiver()
             ingest = await _receive(receiver, request.content.iter_chunked(READ_CHUNK), report)
@@ -308,6 +313,8 @@ async def sync_with(
             opening = _opening(engine, await engine.frontier())
             report.bytes_out += len(opening)
             async with http.post(base_url + PULL, data=opening) as response:
+                if response.status == web.HTTPConflict.status_code:
+                    raise PeerBusy(f"{base_url} is already in a session with this node")
                 if response.status != 200:
                     raise SessionError(f"peer answered {response.status}: {await response.text()}")
                 peer = _session_peer(response, trust, expected_node_id)
