@@ -15,6 +15,7 @@ frontier, forwarded) and applied as soon as a later chunk brings them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -352,23 +353,42 @@ class Receiver:
         self._buffered = 0
         self.peer: Hello | None = None
         self.their_frontier: Frontier | None = None
+        self._transaction: contextlib.AsyncExitStack | None = None
+        self._conn: aiosqlite.Connection | None = None
 
     async def receive(self, frames: Iterable[Frame]) -> IngestReport:
-        """Take frames in stream order; commit each chunk a checkpoint completes."""
+        """Take frames in stream order; commit each chunk a checkpoint completes.
+
+        Every chunk these frames complete goes into one transaction, each chunk under a
+        savepoint of its own: a refused chunk rolls back alone, and a stream of many small
+        chunks (one per edit) costs one commit per call, not one per edit."""
         report = IngestReport()
-        for frame in frames:
-            if isinstance(frame, Hello):
-                self.peer = frame
-            elif isinstance(frame, Certificate):
-                self._offers[frame.origin] = frame
-                self._keys.pop(frame.origin, None)
-            elif isinstance(frame, Frontier):
-                self.their_frontier = frame
-            elif isinstance(frame, Entries):
-                self._buffer(frame, report)
-            elif isinstance(frame, Checkpoint):
-                await self._close_chunk(frame, report)
+        async with contextlib.AsyncExitStack() as stack:
+            self._transaction = stack
+            try:
+                for frame in frames:
+                    if isinstance(frame, Hello):
+                        self.peer = frame
+                    elif isinstance(frame, Certificate):
+                        self._offers[frame.origin] = frame
+                        self._keys.pop(frame.origin, None)
+                    elif isinstance(frame, Frontier):
+                        self.their_frontier = frame
+                    elif isinstance(frame, Entries):
+                        self._buffer(frame, report)
+                    elif isinstance(frame, Checkpoint):
+                        await self._close_chunk(frame, report)
+            finally:
+                self._transaction = None
+                self._conn = None
         return report.merge(await self._engine.status())
+
+    async def _connection(self) -> aiosqlite.Connection:
+        """The write transaction of the current `receive` call, begun on first use."""
+        if self._conn is None:
+            assert self._transaction is not None
+            self._conn = await self._transaction.enter_async_context(self._engine.db.write())
+        return self._conn
 
     async def finish(self) -> IngestReport:
         """The stream has ended: entries still waiting for a checkpoint are refused."""
@@ -456,11 +476,14 @@ class Receiver:
         size = sum(len(e.change) for e in chunk)
         run.size -= size
         self._buffered -= size
+        conn = await self._connection()
+        await conn.execute("SAVEPOINT chunk")
         try:
-            async with self._engine.db.write() as conn:
-                await self._commit(conn, chunk, checkpoints, report)
+            await self._commit(conn, chunk, checkpoints, report)
         except ChunkRefused as exc:
+            await conn.execute("ROLLBACK TO chunk")
             self._refuse(report, exc.refused)
+        await conn.execute("RELEASE chunk")
 
     async def _key(self, conn: aiosqlite.Connection, origin: bytes) -> bytes | Refusal:
         if origin not in self._keys:
