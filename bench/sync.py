@@ -115,33 +115,19 @@ async def client_main(data_dir: Path) -> None:
     """Node B: JSON commands on stdin, one JSON answer per line on stdout."""
     import logging
 
-    from simpul.crypto.tls import client_context
+    from simpul.node.lan_sync import LanSync
     from simpul.node.membership import load_membership
     from simpul.node.runtime import open_node
-    from simpul.node.sync_session import SessionError, Trust, sync_with
-    from simpul.node.trust_policy import CertificateTrust
-    from simpul.sync.engine import SyncEngine
+    from simpul.node.sync_session import SessionError, sync_with
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     loop = asyncio.get_running_loop()
     async with open_node(data_dir) as node:
         membership = load_membership(data_dir)
         assert membership is not None, "node B has not joined a network"
-        certificate = membership.certificate.pem
-        engine = SyncEngine(
-            node.db,
-            node.key.node_id,
-            CertificateTrust.of(membership),
-            network_id=bytes.fromhex(membership.network_id),
-            certificate=certificate,
-        )
-        trust = Trust(membership.root_cert, membership.revocations)
-        private = data_dir / "tls"
-        private.mkdir(mode=0o700, exist_ok=True)
-        context = client_context(
-            node.key, certificate, membership.root_cert, membership.revocations,
-            private_dir=private,
-        )  # fmt: skip
+        # the node's own LAN carrier, built but not started: its engine, trust and TLS
+        lan = LanSync(node, membership)
+        engine, trust, context = lan.engine, lan.trust, lan.client_context
         print(json.dumps({"ready": True, "hwm_mb": vm_kb("VmHWM") * 1024 / 1e6}), flush=True)
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)

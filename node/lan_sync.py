@@ -47,12 +47,8 @@ class LanSync:
         private = node.data_dir / TLS_DIR
         private.mkdir(mode=0o700, exist_ok=True)
         contexts = (node.key, membership.certificate.pem, membership.root_cert)
-        self._server_context = server_context(
-            *contexts, membership.revocations, private_dir=private
-        )
-        self._client_context = client_context(
-            *contexts, membership.revocations, private_dir=private
-        )
+        self.server_context = server_context(*contexts, membership.revocations, private_dir=private)
+        self.client_context = client_context(*contexts, membership.revocations, private_dir=private)
         self.runner: web.AppRunner | None = None
         self.scheduler: SyncScheduler | None = None
         self.port = 0
@@ -68,13 +64,13 @@ class LanSync:
             server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
         )
         await lan.runner.setup()
-        site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan._server_context)
+        site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan.server_context)
         await site.start()
         lan.port = lan.runner.addresses[0][1]
         lan.scheduler = SyncScheduler(
             lan.engine,
             lan.peers,
-            lan._client_context,
+            lan.client_context,
             lan.trust,
             busy,
             after_session=lan._after_session,
@@ -119,7 +115,7 @@ class LanSync:
         """Fetch a peer's network news when it is newer than ours, and take it."""
         if not report.news or not network_gossip.is_newer(report.news, self.version()):
             return
-        offered = await fetch_news(f"https://{peer.address}", self._client_context)
+        offered = await fetch_news(f"https://{peer.address}", self.client_context)
         updated = network_gossip.absorb(self.node.data_dir, self.membership, offered)
         if updated is not None:
             self._take(updated)
