@@ -450,20 +450,25 @@ def write_docs(section: str, info: dict[str, str], heading: str = SECTION) -> No
 # ----- main --------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--count and --cache-dir, the same for every benchmark that imports households."""
     parser.add_argument("--count", type=int, default=50_000, help="households (default 50000)")
-    parser.add_argument("--runs", type=int, default=3, help="import runs (default 3)")
-    parser.add_argument(
-        "--requests", type=int, default=100, help="timed requests per query (default 100)"
-    )
-    parser.add_argument("--warmup", type=int, default=5, help="untimed requests per query")
     parser.add_argument(
         "--cache-dir",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simpul-bench",
         help="where the generated CSV is kept (default ~/.cache/simpul-bench)",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="import runs (default 3)")
+    parser.add_argument(
+        "--requests", type=int, default=100, help="timed requests per query (default 100)"
+    )
+    parser.add_argument("--warmup", type=int, default=5, help="untimed requests per query")
+    add_common_arguments(parser)
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the first run's data dir")
     args = parser.parse_args(argv)

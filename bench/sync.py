@@ -68,6 +68,7 @@ from typing import Any
 from import_search import (
     DOCS,
     REPO,
+    add_common_arguments,
     ensure_csv,
     fmt_list,
     machine,
@@ -961,16 +962,10 @@ def report(res: Results, args: argparse.Namespace, info: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=50_000, help="households (default 50000)")
     parser.add_argument("--w1-runs", type=int, default=3, help="W1 runs (default 3)")
     parser.add_argument("--w2-runs", type=int, default=5, help="W2 runs (default 5)")
     parser.add_argument("--w3-runs", type=int, default=7, help="W3 runs (default 7)")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simpul-bench",
-        help="where the generated CSV is kept (default ~/.cache/simpul-bench)",
-    )
+    add_common_arguments(parser)
     parser.add_argument("--profile", action="store_true", help="profile W1 and W2 in any case")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (A, B, logs)")

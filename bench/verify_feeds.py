@@ -52,6 +52,7 @@ from pathlib import Path
 from import_search import (
     DOCS,
     REPO,
+    add_common_arguments,
     ensure_csv,
     fmt_list,
     import_once,
@@ -442,14 +443,8 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=50_000, help="households (default 50000)")
     parser.add_argument("--runs", type=int, default=7, help="timed runs (default 7, at least 5)")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simpul-bench",
-        help="where the generated CSV is kept (default ~/.cache/simpul-bench)",
-    )
+    add_common_arguments(parser)
     parser.add_argument(
         "--data-dir",
         type=Path,
