@@ -119,6 +119,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX peers_manual_address ON peers (host, port) WHERE source = 'manual';
     """,
+    # 4: the two tables of wide rows (a change, a document and its JSON view: 1-3 KB each)
+    # become ordinary rowid tables. As WITHOUT ROWID tables, a row past ~1 KB spilled into
+    # an overflow page of its own, so the store took 8 KB per household and every sync or
+    # import wrote that much to the WAL and again to the file.
+    """
+    CREATE TABLE entries_v4 (
+        origin BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        record_id BLOB NOT NULL,
+        change BLOB NOT NULL,
+        UNIQUE (origin, seq)
+    );
+    INSERT INTO entries_v4 (origin, seq, record_id, change)
+        SELECT origin, seq, record_id, change FROM entries ORDER BY origin, seq;
+    DROP TABLE entries;
+    ALTER TABLE entries_v4 RENAME TO entries;
+    CREATE INDEX entries_record ON entries (record_id);
+    CREATE TABLE record_bodies_v4 (
+        id TEXT PRIMARY KEY REFERENCES records (id),
+        doc BLOB NOT NULL,
+        json TEXT NOT NULL
+    );
+    INSERT INTO record_bodies_v4 (id, doc, json) SELECT id, doc, json FROM record_bodies;
+    DROP TABLE record_bodies;
+    ALTER TABLE record_bodies_v4 RENAME TO record_bodies;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
