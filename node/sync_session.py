@@ -119,22 +119,26 @@ def _check_hello(hello: Hello | None, certificate: NodeCertificate, engine: Sync
 async def _receive(
     receiver: Receiver, chunks: AsyncIterator[bytes], report: SessionReport
 ) -> IngestReport:
-    """Decode a streamed bundle into `receiver`, committing chunks as they complete."""
+    """Decode a streamed bundle into `receiver`; chunks are committed as they complete
+    (while the next ones arrive), and what was verified is kept if the stream breaks."""
     decoder = BundleDecoder()
-    total = IngestReport()
-    async for data in chunks:
-        report.bytes_in += len(data)
-        try:
-            frames = decoder.feed(data)
-        except BundleError as exc:
-            total = total.merge(await receiver.receive(exc.frames))
-            raise SessionError(f"bad stream from peer: {exc}") from exc
-        total = total.merge(await receiver.receive(frames))
     try:
-        decoder.close()
-    except BundleError as exc:
-        raise SessionError(f"stream from peer ended early: {exc}") from exc
-    return total.merge(await receiver.finish())
+        async for data in chunks:
+            report.bytes_in += len(data)
+            try:
+                frames = decoder.feed(data)
+            except BundleError as exc:
+                await receiver.feed(exc.frames)
+                raise SessionError(f"bad stream from peer: {exc}") from exc
+            await receiver.feed(frames)
+        try:
+            decoder.close()
+        except BundleError as exc:
+            raise SessionError(f"stream from peer ended early: {exc}") from exc
+    except Exception:
+        await receiver.drain()
+        raise
+    return await receiver.finish()
 
 
 FORKED = ("chain", "own-feed")

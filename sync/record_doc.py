@@ -123,6 +123,22 @@ def _sync_members(
 
 
 @dataclass(frozen=True)
+class IndexFacts:
+    """What the store's search rows need of a household: its region, KK number, proposal
+    status, tombstone, and each member's NIK and name."""
+
+    kode_wilayah: str
+    no_kk: str
+    status_usulan: str
+    deleted: bool
+    members: list[tuple[str, str]]
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
 class ChangeInfo:
     """One Automerge change of a record, as the history shows it."""
 
@@ -234,6 +250,47 @@ class RecordDoc:
         self._plain = None
         self._serialized = None
         return self.doc.get_changes(before)
+
+    def _scalar(self, obj: bytes, key: str | int) -> Any:
+        got = self.doc.get(obj, key)
+        if got is None or isinstance(got[0], core.ObjType):
+            return None
+        return got[0][1]
+
+    def value(self, key: str) -> Any:
+        """One top-level scalar field (None when absent or not a scalar), without reading
+        the whole document."""
+        if self._plain is not None:
+            return self._plain.get(key)
+        return self._scalar(core.ROOT, key)
+
+    def index_facts(self) -> IndexFacts:
+        """The facts the search rows hold, read key by key (a sync or an import indexes
+        every record it touches; reading the whole document would cost twice as much)."""
+        if self._plain is not None:
+            plain = self._plain
+            return IndexFacts(
+                _text(plain.get("kode_wilayah")),
+                _text(plain.get("no_kk")),
+                _text(plain.get("status_usulan")),
+                bool(plain.get(TOMBSTONE)),
+                [(_text(m.get("nik")), _text(m.get("nama"))) for m in plain.get(MEMBERS, [])],
+            )
+        members = []
+        members_obj = _child(self.doc, core.ROOT, MEMBERS)
+        if members_obj is not None:
+            for index in range(self.doc.length(members_obj)):
+                member = _child(self.doc, members_obj, index)
+                if member is not None:
+                    nik, nama = self._scalar(member, "nik"), self._scalar(member, "nama")
+                    members.append((_text(nik), _text(nama)))
+        return IndexFacts(
+            _text(self.value("kode_wilayah")),
+            _text(self.value("no_kk")),
+            _text(self.value("status_usulan")),
+            bool(self.value(TOMBSTONE)),
+            members,
+        )
 
     def household(self) -> dict[str, Any]:
         """The household fields only (no audit keys)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from simpul.sync.bundle import Frame, decode_bundle
 from simpul.sync.database import Database
 from simpul.sync.engine import IngestReport, OpenTrust, SyncEngine, TrustPolicy
 from simpul.sync.frontier import Frontier
+from simpul.sync.record_doc import RecordDoc
 from simpul.sync.store import RecordStore
 
 
@@ -36,8 +36,8 @@ class Peer:
 
     async def state(self) -> tuple[Frontier, dict[str, list[str]]]:
         """Frontier, and every record's Automerge heads, for convergence checks."""
-        rows = await self.db.fetchall("SELECT id, json FROM record_bodies ORDER BY id")
-        heads = {rid: json.loads(text)["_meta"]["heads"] for rid, text in rows}
+        rows = await self.db.fetchall("SELECT id, doc FROM record_bodies ORDER BY id")
+        heads = {rid: sorted(h.hex() for h in RecordDoc.load(data).heads) for rid, data in rows}
         return await self.engine.frontier(), heads
 
     async def frames_for(self, other: Peer | None) -> list[Frame]:

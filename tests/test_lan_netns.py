@@ -33,6 +33,7 @@ from test_lan_sync import eventually
 
 from simpul.crypto.node_key import NodeKey
 from simpul.node.server import DISCOVERY_ENV
+from simpul.sync.record_doc import RecordDoc
 
 HTTP_PORT, SYNC_PORT = 8470, 8471
 SYNC_PERIOD = "5"
@@ -74,15 +75,18 @@ class HostNode:
         _, error = await call.communicate()
         assert call.returncode == 0, f"{method} {path} on host {self.host}: {error.decode()}"
 
-    def records(self) -> dict[str, dict[str, Any]]:
-        """Every record's JSON view in this node's store, read directly (read-only)."""
+    def documents(self) -> dict[str, RecordDoc]:
+        """Every record's document in this node's store, read directly (read-only)."""
         uri = f"file:{self.data_dir / 'simpul.db'}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as db:
-            rows = db.execute("SELECT id, json FROM record_bodies").fetchall()
-        return {record_id: json.loads(text) for record_id, text in rows}
+            rows = db.execute("SELECT id, doc FROM record_bodies").fetchall()
+        return {record_id: RecordDoc.load(data) for record_id, data in rows}
 
-    def heads(self) -> dict[str, list[str]]:
-        return {i: record["_meta"]["heads"] for i, record in self.records().items()}
+    def records(self) -> dict[str, dict[str, Any]]:
+        return {i: doc.household() for i, doc in self.documents().items()}
+
+    def heads(self) -> dict[str, list[bytes]]:
+        return {i: sorted(doc.heads) for i, doc in self.documents().items()}
 
     def logged(self, text: str) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if text in line]

@@ -1,0 +1,662 @@
+"""The receiving side of sync: verify what a peer sent, apply it, commit it in batches.
+
+A `Receiver` takes decoded bundle frames in stream order. Entries wait, per origin, for
+the checkpoint that covers them; each such chunk must continue the feed this node holds,
+verify against the origin's key (judged by the trust policy) and stay inside its write
+scope, or it is refused whole with a reason. Entries whose Automerge dependencies have
+not arrived are stored as pending and applied once a later chunk brings them.
+
+Speed comes from a pipeline. Chunks are verified and applied to their documents in
+memory (the CPU part: Automerge and views) against the committed store plus what this
+receiver has applied but not yet committed; closed batches of chunks are written in one
+transaction each, on SQLite's thread, while the next chunks are applied. Every batch
+records what it started from (feed heads, document bytes, the pending set); inside its
+transaction those are compared with what is stored, and when anything differs (another
+session or a local edit committed meanwhile) or the fast pass had doubts, the batch is
+verified and applied again against the transaction's own view. Only that second pass ever
+refuses a chunk, so nothing is refused or written on the strength of a stale read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiosqlite
+
+from simpul.crypto.node_key import verify_signature
+from simpul.sync.bundle import Certificate, Entries, Frame, Hello
+from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, verify_chain
+from simpul.sync.frontier import Frontier
+from simpul.sync.record_doc import RecordDoc, RecordDocError
+from simpul.sync.store import PlannedWrite, RecordRows, now_ms, record_rows, write_record_rows
+from simpul.sync.trust import Refusal, TrustPolicy
+from simpul.sync.varint import VarintError, decode_varint
+
+if TYPE_CHECKING:
+    from simpul.sync.engine import SyncEngine
+
+log = logging.getLogger(__name__)
+
+PAGE_IDS = 500  # record ids per prefetch query
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # received changes waiting for their checkpoint
+BATCH_ENTRIES = 4000  # a batch this large waits for the one being written, then goes
+KODE_WILAYAH = "kode_wilayah"
+YIELD_EVERY = 32  # records applied between turns given to the batch being written
+# an origin's stored public key and certificate, as offered to the trust policy
+ORIGIN_KEY_SQL = (
+    "SELECT f.public_key, c.certificate FROM feeds f"
+    " LEFT JOIN origin_certificates c USING (origin) WHERE f.origin = ?"
+)
+WAITING_SQL = (
+    "SELECT p.origin, p.seq, p.record_id, e.change FROM pending_entries p"
+    " JOIN entries e USING (origin, seq) WHERE p.refusal IS NULL ORDER BY p.origin, p.seq"
+)
+
+Head = tuple[int, bytes]  # an origin's highest held seq and the chain hash there
+Held = tuple[bytes, str]  # bytes that load to a record's document, and its region code
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Entries not accepted: from `seq` on, `count` of them, for `reason` (a short key such
+    as `chain`, `scope`, `untrusted`, `gap`), with a human `detail`."""
+
+    origin: bytes
+    seq: int
+    reason: str
+    detail: str
+    count: int = 1
+
+
+@dataclass
+class IngestReport:
+    """What ingesting some frames did, and this node's frontier afterwards."""
+
+    accepted: int = 0  # entries newly stored in feeds
+    applied: int = 0  # changes applied to records (including formerly pending ones)
+    skipped: int = 0  # entries already held
+    pending: int = 0  # entries stored but waiting for Automerge deps, in the whole store
+    refused: list[Refused] = field(default_factory=list)
+    frontier: Frontier = field(default_factory=Frontier)
+
+    def reasons(self) -> Counter[str]:
+        """Refused entries counted per reason."""
+        counts: Counter[str] = Counter()
+        for refused in self.refused:
+            counts[refused.reason] += refused.count
+        return counts
+
+    def merge(self, later: IngestReport) -> IngestReport:
+        """This report followed by `later` (whose store-wide facts are the newer)."""
+        return IngestReport(
+            self.accepted + later.accepted,
+            self.applied + later.applied,
+            self.skipped + later.skipped,
+            later.pending,
+            self.refused + later.refused,
+            later.frontier,
+        )
+
+
+class _Doubt(Exception):
+    """The fast pass cannot accept a chunk; the batch's transaction decides."""
+
+
+class _OutOfBounds(Exception):
+    """A change its origin was not allowed to make (scope, or authored by another actor)."""
+
+    def __init__(self, seq: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.seq = seq
+        self.reason = reason
+        self.detail = detail
+
+
+def change_actor(raw_change: bytes) -> bytes:
+    """The actor id of a raw Automerge change chunk (after its deps in the chunk header)."""
+    try:
+        _, pos = decode_varint(raw_change, 9)  # magic, checksum, chunk type, then length
+        deps, pos = decode_varint(raw_change, pos)
+        size, pos = decode_varint(raw_change, pos + 32 * deps)
+    except VarintError:
+        return b""
+    return raw_change[pos : pos + size]
+
+
+def _kode(doc: RecordDoc) -> str:
+    return str(doc.value(KODE_WILAYAH) or "")
+
+
+def _record_id(record_id: bytes) -> str:
+    return str(uuid.UUID(bytes=record_id))
+
+
+@dataclass
+class _Run:
+    """Received entries of one origin waiting for the checkpoint that covers them."""
+
+    entries: list[Entry] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """An origin's entries up to (and with) the checkpoints that cover them."""
+
+    origin: bytes
+    entries: list[Entry]
+    checkpoints: list[Checkpoint]
+
+
+@dataclass
+class _Batch:
+    """Chunks committed together, what applying them produced, and what that assumed."""
+
+    chunks: list[_Chunk] = field(default_factory=list)
+    doubt: bool = False  # the fast pass could not decide: apply again in the transaction
+    heads: dict[bytes, Head | None] = field(default_factory=dict)  # origin -> head assumed
+    bases: dict[bytes, bytes | None] = field(default_factory=dict)  # record -> doc assumed
+    waiting: frozenset[tuple[bytes, int]] = frozenset()  # pending entries assumed
+    entries: list[Entry] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    feeds: dict[bytes, tuple[int, bytes, bytes]] = field(default_factory=dict)
+    certificates: dict[bytes, bytes] = field(default_factory=dict)
+    pending: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    unpended: list[tuple[bytes, int]] = field(default_factory=list)
+    spoiled: list[tuple[str, bytes, int]] = field(default_factory=list)  # pending refused
+    rows: dict[bytes, RecordRows] = field(default_factory=dict)  # each changed record's rows
+    report: IngestReport = field(default_factory=IngestReport)
+
+    @property
+    def size(self) -> int:
+        return sum(len(chunk.entries) for chunk in self.chunks)
+
+
+class _View:
+    """The store as the next batch sees it: what `conn` reads, overlaid with what batches
+    of this receiver applied and may not have committed yet."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self.heads: dict[bytes, Head] = {}
+        self.docs: dict[bytes, Held] = {}
+        self.owner: dict[bytes, _Batch] = {}  # record -> the batch that last changed it
+        self.waiting: list[Entry] | None = None  # pending entries, loaded on first need
+
+    async def head(self, origin: bytes) -> Head:
+        if origin not in self.heads:
+            sql = "SELECT seq, chain FROM feeds WHERE origin = ?"
+            async with self.conn.execute(sql, (origin,)) as cursor:
+                row = await cursor.fetchone()
+            self.heads[origin] = (row[0], row[1]) if row else (0, GENESIS)
+        return self.heads[origin]
+
+    async def waiting_entries(self) -> list[Entry]:
+        if self.waiting is None:
+            async with self.conn.execute(WAITING_SQL) as cursor:
+                self.waiting = [Entry(*row) async for row in cursor]
+        return self.waiting
+
+    async def read_docs(self, record_ids: Iterable[bytes]) -> dict[bytes, Held | None]:
+        """The stored document of each record not changed by an uncommitted batch."""
+        wanted = [r for r in set(record_ids) if r not in self.docs]
+        found: dict[bytes, Held | None] = dict.fromkeys(wanted)
+        for start in range(0, len(wanted), PAGE_IDS):
+            ids = {_record_id(r): r for r in wanted[start : start + PAGE_IDS]}
+            sql = (
+                "SELECT b.id, b.doc, r.kode_wilayah FROM record_bodies b JOIN records r"
+                f" USING (id) WHERE b.id IN ({','.join('?' * len(ids))})"
+            )
+            async with self.conn.execute(sql, list(ids)) as cursor:
+                async for rid, data, kode in cursor:
+                    found[ids[rid]] = (data, kode)
+        return found
+
+    def forget(self, batch: _Batch) -> None:
+        """`batch` is committed: what it changed is read from the store from now on."""
+        for record_id in batch.rows:
+            if self.owner.get(record_id) is batch:
+                del self.owner[record_id]
+                del self.docs[record_id]
+
+
+class _Applier:
+    """Applies one chunk's (or the pending entries') changes on top of a view, keeping
+    the new documents apart until the caller takes them."""
+
+    def __init__(self, view: _View, trust: TrustPolicy, batch: _Batch) -> None:
+        self._view = view
+        self._trust = trust
+        self._batch = batch
+        self._stored: dict[bytes, Held | None] = {}
+        self.changed: dict[bytes, Held] = {}
+        self._docs: dict[bytes, RecordDoc] = {}  # the changed documents, until kept
+
+    async def prefetch(self, record_ids: Iterable[bytes]) -> None:
+        fresh = [r for r in record_ids if r not in self._stored]
+        self._stored.update(await self._view.read_docs(fresh))
+
+    def _current(self, record_id: bytes) -> Held | None:
+        if record_id in self.changed:
+            return self.changed[record_id]
+        if record_id in self._view.docs:
+            return self._view.docs[record_id]
+        return self._stored[record_id]
+
+    async def apply_all(self, entries: list[Entry]) -> list[Entry]:
+        """Apply `entries` in order; those whose deps are missing, returned. Gives the event
+        loop a turn now and then, so the batch being written keeps SQLite busy meanwhile."""
+        missing = []
+        for index, entry in enumerate(entries, 1):
+            if not self.apply(entry):
+                missing.append(entry)
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return missing
+
+    def apply(self, entry: Entry) -> bool:
+        """Apply `entry`'s change; False when its deps are missing (it stays pending).
+        Raises _OutOfBounds for a change its origin may not make."""
+        actor = change_actor(entry.change)
+        if actor != entry.origin:
+            raise _OutOfBounds(
+                entry.seq, "actor", f"change authored by actor {actor.hex()}, not by its origin"
+            )
+        current = self._current(entry.record_id)
+        data = (current[0] if current else b"") + entry.change
+        try:
+            doc = RecordDoc.load(data)
+        except RecordDocError:  # its Automerge deps have not arrived
+            return False
+        kode = _kode(doc)
+        for region in ([current[1]] if current else []) + [kode]:
+            if not self._trust.may_write(entry.origin, region):
+                raise _OutOfBounds(
+                    entry.seq, "scope", f"record in region {region!r} is outside its scope"
+                )
+        if entry.record_id not in self._batch.bases and entry.record_id not in self.changed:
+            self._batch.bases[entry.record_id] = current[0] if current else None
+        self.changed[entry.record_id] = (data, kode)
+        self._docs[entry.record_id] = doc
+        return True
+
+    async def keep(self) -> None:
+        """The changes are accepted: they are the view's (and the batch's) from now on,
+        with the rows that show them."""
+        at = now_ms()
+        for index, (record_id, held) in enumerate(self.changed.items(), 1):
+            self._view.docs[record_id] = held
+            self._view.owner[record_id] = self._batch
+            self._batch.rows[record_id] = record_rows(
+                [PlannedWrite(_record_id(record_id), self._docs.pop(record_id), [])], at
+            )
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+
+class Receiver:
+    """The receiving side of one stream (session, file, upload): feed it frames.
+
+    `receive(frames)` returns once everything those frames completed is committed.
+    `feed(frames)` may leave the last batch being written while the caller reads on;
+    `drain()` waits for it, and `finish()` (at the end of the stream) also refuses
+    entries still waiting for a checkpoint. Both return what was done since last asked.
+    """
+
+    def __init__(self, engine: SyncEngine) -> None:
+        self._engine = engine
+        self._offers: dict[bytes, Certificate] = {}
+        self._keys: dict[bytes, bytes | Refusal] = {}
+        self._runs: dict[bytes, _Run] = {}
+        self._buffered = 0
+        self.peer: Hello | None = None
+        self.their_frontier: Frontier | None = None
+        self._view = _View(engine.db.reader)
+        self._open = _Batch()
+        self._writing: asyncio.Task[None] | None = None
+        self._report = IngestReport()
+
+    # ----- taking frames -----------------------------------------------------------------
+
+    async def receive(self, frames: Iterable[Frame]) -> IngestReport:
+        """Take frames in stream order; returns when every chunk they complete is stored."""
+        await self.feed(frames)
+        return await self.drain()
+
+    async def feed(self, frames: Iterable[Frame]) -> None:
+        """Take frames; chunks they complete are applied now and written in the background."""
+        for frame in frames:
+            if isinstance(frame, Hello):
+                self.peer = frame
+            elif isinstance(frame, Certificate):
+                self._offers[frame.origin] = frame
+                self._keys.pop(frame.origin, None)
+            elif isinstance(frame, Frontier):
+                self.their_frontier = frame
+            elif isinstance(frame, Entries):
+                self._buffer(frame)
+            elif isinstance(frame, Checkpoint):
+                await self._close_chunk(frame)
+        if self._open.chunks and (
+            self._writing is None or self._writing.done() or self._open.size >= BATCH_ENTRIES
+        ):
+            await self._write_open()
+
+    async def drain(self) -> IngestReport:
+        """Wait until every batch is committed; what was done since last asked."""
+        if self._open.chunks:
+            await self._write_open()
+        await self._settle()
+        report, self._report = self._report, IngestReport()
+        return report.merge(await self._engine.status())
+
+    async def finish(self) -> IngestReport:
+        """The stream has ended: entries still waiting for a checkpoint are refused."""
+        for origin, run in self._runs.items():
+            if run.entries:
+                self._refuse(
+                    Refused(
+                        origin,
+                        run.entries[0].seq,
+                        "uncovered",
+                        "entries not followed by a checkpoint that covers them",
+                        len(run.entries),
+                    ),
+                    self._report,
+                )
+        self._runs.clear()
+        self._buffered = 0
+        return await self.drain()
+
+    def _refuse(self, refused: Refused, report: IngestReport) -> None:
+        log.warning(
+            "sync refuse origin=%s seq=%d count=%d reason=%s detail=%r",
+            refused.origin.hex(),
+            refused.seq,
+            refused.count,
+            refused.reason,
+            refused.detail,
+        )
+        report.refused.append(refused)
+
+    def _drop(self, origin: bytes) -> _Run:
+        run = self._runs.pop(origin, _Run())
+        self._buffered -= run.size
+        return run
+
+    def _buffer(self, frame: Entries) -> None:
+        run = self._runs.setdefault(frame.origin, _Run())
+        entries = frame.feed_entries()
+        if not entries:
+            return
+        if run.entries and frame.first_seq != run.entries[-1].seq + 1:
+            dropped = self._drop(frame.origin)
+            detail = (
+                f"entries frame starts at seq {frame.first_seq}, "
+                f"not right after {dropped.entries[-1].seq}"
+            )
+            count = len(dropped.entries) + len(entries)
+            self._refuse(
+                Refused(frame.origin, frame.first_seq, "order", detail, count), self._report
+            )
+            return
+        size = sum(len(e.change) for e in entries)
+        if self._buffered + size > MAX_BUFFERED_BYTES:
+            dropped = self._drop(frame.origin)
+            detail = f"more than {MAX_BUFFERED_BYTES} bytes of entries without a checkpoint"
+            first = (dropped.entries or entries)[0].seq
+            count = len(dropped.entries) + len(entries)
+            self._refuse(Refused(frame.origin, first, "oversized", detail, count), self._report)
+            return
+        run.entries += entries
+        run.size += size
+        self._buffered += size
+
+    async def _close_chunk(self, checkpoint: Checkpoint) -> None:
+        run = self._runs.get(checkpoint.origin)
+        if run is None or not run.entries or checkpoint.seq < run.entries[0].seq:
+            return  # a checkpoint of entries this stream did not carry: nothing to commit
+        run.checkpoints.append(checkpoint)
+        if checkpoint.seq > run.entries[-1].seq:
+            return  # covers entries still to come
+        cut = checkpoint.seq - run.entries[0].seq + 1
+        entries, run.entries = run.entries[:cut], run.entries[cut:]
+        checkpoints = run.checkpoints
+        run.checkpoints = [c for c in checkpoints if c.seq > checkpoint.seq]
+        size = sum(len(e.change) for e in entries)
+        run.size -= size
+        self._buffered -= size
+        chunk = _Chunk(checkpoint.origin, entries, checkpoints)
+        batch = self._open
+        if not batch.chunks:
+            batch.waiting = frozenset((e.origin, e.seq) for e in await self._view.waiting_entries())
+        batch.chunks.append(chunk)
+        if batch.doubt:
+            return  # the transaction applies this batch anyway
+        try:
+            await self._apply_chunk(self._view, batch, chunk)
+        except _Doubt:
+            batch.doubt = True
+
+    # ----- applying ----------------------------------------------------------------------
+
+    async def _key(self, conn: aiosqlite.Connection, origin: bytes) -> bytes | Refusal:
+        if origin not in self._keys:
+            offer = self._offers.get(origin)
+            if offer is None:
+                async with conn.execute(ORIGIN_KEY_SQL, (origin,)) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and row[0] is not None:
+                    offer = Certificate(origin, row[0], row[1] or b"")
+            self._keys[origin] = (
+                Refusal("no public key or certificate offered for this origin")
+                if offer is None
+                else self._engine.trust.public_key(origin, offer.public_key, offer.certificate)
+            )
+        return self._keys[origin]
+
+    async def _apply_chunk(self, view: _View, batch: _Batch, chunk: _Chunk) -> None:
+        """Verify `chunk` against `view` and apply it there, into `batch`.
+
+        Raises _Doubt when the chunk cannot be accepted. In the fast pass that sends the
+        batch to its transaction; there (where `view` reads the transaction) the caller
+        refuses the chunk with the Refused the exception carries."""
+        origin = chunk.origin
+        held, chain = await view.head(origin)
+        batch.heads.setdefault(origin, (held, chain))
+        fresh = [e for e in chunk.entries if e.seq > held]
+        if not fresh:
+            batch.report.skipped += len(chunk.entries)
+            return
+
+        def refuse(reason: str, detail: str, seq: int = fresh[0].seq) -> _Doubt:
+            return _Doubt(Refused(origin, seq, reason, detail, len(fresh)))
+
+        if origin == self._engine.local_origin:
+            raise refuse("own-feed", f"entries of this node's own feed past its head {held}")
+        if fresh[0].seq != held + 1:
+            raise refuse("gap", f"this node holds up to seq {held}")
+        key = await self._key(view.conn, origin)
+        if isinstance(key, Refusal):
+            raise refuse("untrusted", key.reason)
+        try:
+            verify_chain(fresh, chunk.checkpoints, key, verify_signature, held + 1, chain)
+        except FeedError as exc:
+            raise refuse("chain", exc.reason) from None
+        covering = [c for c in chunk.checkpoints if fresh[0].seq <= c.seq <= fresh[-1].seq]
+        for checkpoint in covering:
+            if not self._engine.trust.accepts_checkpoint(origin, checkpoint.at_ms):
+                raise refuse("revoked", f"checkpoint signed at {checkpoint.at_ms} ms refused")
+        applier = _Applier(view, self._engine.trust, batch)
+        await applier.prefetch(e.record_id for e in fresh)
+        try:
+            pending = await applier.apply_all(fresh)
+        except _OutOfBounds as exc:
+            raise refuse(exc.reason, exc.detail, exc.seq) from None
+        await applier.keep()
+        view.heads[origin] = (covering[-1].seq, covering[-1].chain)
+        batch.report.skipped += len(chunk.entries) - len(fresh)
+        batch.report.accepted += len(fresh)
+        batch.report.applied += len(fresh) - len(pending)
+        batch.entries += fresh
+        batch.checkpoints += covering
+        batch.feeds[origin] = (covering[-1].seq, covering[-1].chain, key)
+        offer = self._offers.get(origin)
+        if offer is not None and offer.certificate:
+            batch.certificates[origin] = offer.certificate
+        batch.pending += [(origin, e.seq, e.record_id) for e in pending]
+        waiting = await view.waiting_entries()
+        waiting += pending
+        if waiting and len(pending) < len(fresh):
+            await self._retry_pending(view, batch, waiting)
+
+    async def _retry_pending(self, view: _View, batch: _Batch, waiting: list[Entry]) -> None:
+        """Apply every pending entry whose deps are now present, until none more applies."""
+        applier = _Applier(view, self._engine.trust, batch)
+        await applier.prefetch(e.record_id for e in waiting)
+        progress = True
+        while waiting and progress:
+            progress = False
+            for entry in list(waiting):
+                try:
+                    applied = applier.apply(entry)
+                except _OutOfBounds as exc:
+                    waiting.remove(entry)
+                    self._refuse(
+                        Refused(entry.origin, entry.seq, exc.reason, exc.detail), batch.report
+                    )
+                    batch.spoiled.append((f"{exc.reason}: {exc.detail}", entry.origin, entry.seq))
+                    continue
+                if applied:
+                    waiting.remove(entry)
+                    progress = True
+                    batch.report.applied += 1
+                    batch.unpended.append((entry.origin, entry.seq))
+        await applier.keep()
+
+    # ----- writing -----------------------------------------------------------------------
+
+    async def _write_open(self) -> None:
+        """Start writing the open batch once the one before it is committed."""
+        await self._settle()
+        batch, self._open = self._open, _Batch()
+        self._writing = asyncio.create_task(self._write(batch))
+
+    async def _settle(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+    async def _write(self, batch: _Batch) -> None:
+        try:
+            async with self._engine.db.write() as conn:
+                if batch.doubt or not await self._still_holds(conn, batch):
+                    batch = await self._again(conn, batch)
+                await self._store(conn, batch)
+        except BaseException:
+            self._view = _View(self._engine.db.reader)  # nothing it holds can be trusted
+            raise
+        self._view.forget(batch)
+        self._report = self._report.merge(batch.report)
+
+    async def _still_holds(self, conn: aiosqlite.Connection, batch: _Batch) -> bool:
+        """True when the store still is what `batch` was applied to."""
+        for origin, head in batch.heads.items():
+            async with conn.execute(
+                "SELECT seq, chain FROM feeds WHERE origin = ?", (origin,)
+            ) as c:
+                row = await c.fetchone()
+            if ((row[0], row[1]) if row else (0, GENESIS)) != head:
+                return False
+        async with conn.execute(WAITING_SQL) as cursor:
+            if frozenset([(row[0], row[1]) async for row in cursor]) != batch.waiting:
+                return False
+        bases = list(batch.bases.items())
+        for start in range(0, len(bases), PAGE_IDS):
+            page = {_record_id(r): base for r, base in bases[start : start + PAGE_IDS]}
+            sql = f"SELECT id, doc FROM record_bodies WHERE id IN ({','.join('?' * len(page))})"
+            async with conn.execute(sql, list(page)) as cursor:
+                stored = {rid: data async for rid, data in cursor}
+            if any(stored.get(rid) != base for rid, base in page.items()):
+                return False
+        return True
+
+    async def _again(self, conn: aiosqlite.Connection, batch: _Batch) -> _Batch:
+        """Verify and apply `batch`'s chunks once more, against the transaction itself;
+        chunks refused here are refused for good."""
+        log.info("sync reapply chunks=%d doubt=%s", len(batch.chunks), batch.doubt)
+        self._view = _View(self._engine.db.reader)  # later batches were built on stale reads
+        view = _View(conn)
+        again = _Batch()
+        for chunk in batch.chunks:
+            attempt = _Batch(waiting=again.waiting)
+            try:
+                await self._apply_chunk(view, attempt, chunk)
+            except _Doubt as exc:
+                (refused,) = exc.args
+                self._refuse(refused, again.report)
+                continue
+            _absorb(again, attempt)
+        return again
+
+    async def _store(self, conn: aiosqlite.Connection, batch: _Batch) -> None:
+        rows = RecordRows()
+        for record_id in sorted(batch.rows):
+            rows.extend(batch.rows[record_id])
+        await conn.executemany(
+            "INSERT INTO entries (origin, seq, record_id, change) VALUES (?, ?, ?, ?)",
+            [(e.origin, e.seq, e.record_id, e.change) for e in batch.entries],
+        )
+        await conn.executemany(
+            "INSERT OR IGNORE INTO checkpoints (origin, seq, chain, at_ms, signature)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(c.origin, c.seq, c.chain, c.at_ms, c.signature) for c in batch.checkpoints],
+        )
+        await conn.executemany(
+            "INSERT INTO feeds (origin, seq, chain, public_key) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, chain = excluded.chain,"
+            " public_key = excluded.public_key",
+            [(origin, *feed) for origin, feed in batch.feeds.items()],
+        )
+        await conn.executemany(
+            "INSERT INTO origin_certificates (origin, certificate) VALUES (?, ?)"
+            " ON CONFLICT (origin) DO UPDATE SET certificate = excluded.certificate",
+            list(batch.certificates.items()),
+        )
+        await conn.executemany(
+            "INSERT INTO pending_entries (origin, seq, record_id) VALUES (?, ?, ?)", batch.pending
+        )
+        await conn.executemany(
+            "DELETE FROM pending_entries WHERE origin = ? AND seq = ?", batch.unpended
+        )
+        await conn.executemany(
+            "UPDATE pending_entries SET refusal = ? WHERE origin = ? AND seq = ?", batch.spoiled
+        )
+        await write_record_rows(conn, rows)
+        for origin, (seq, _, _) in batch.feeds.items():
+            first = min(e.seq for e in batch.entries if e.origin == origin)
+            log.info("sync accept origin=%s from=%d to=%d", origin.hex(), first, seq)
+
+
+def _absorb(into: _Batch, chunk: _Batch) -> None:
+    """Add one chunk's accepted work to a batch rebuilt in its transaction."""
+    for origin, head in chunk.heads.items():
+        into.heads.setdefault(origin, head)
+    for record_id, base in chunk.bases.items():
+        into.bases.setdefault(record_id, base)
+    into.entries += chunk.entries
+    into.checkpoints += chunk.checkpoints
+    into.feeds.update(chunk.feeds)
+    into.certificates.update(chunk.certificates)
+    into.pending += chunk.pending
+    into.unpended += chunk.unpended
+    into.spoiled += chunk.spoiled
+    into.rows.update(chunk.rows)
+    into.report = into.report.merge(chunk.report)
