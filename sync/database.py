@@ -35,6 +35,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = FULL")
         await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA cache_size = -32768")
     except BaseException:
         await conn.close()
         raise
