@@ -6,11 +6,8 @@ nothing else, and report where and why it stopped."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import simpul_cli
-from usb_nodes import drive_files, import_households, office_and_village, usb_sync
+from usb_nodes import drive_files, import_households, office_and_village, small_drive, usb_sync
 
 from simpul.crypto.node_key import verify_signature
 from simpul.crypto.sealed_segments import SealedLayout
@@ -139,23 +136,6 @@ async def test_a_flipped_byte_in_each_region_is_reported_and_nothing_bad_importe
             )
             assert counts["entries"] == 0
     assert {"corrupted", "unreadable", "bad-signature"} <= seen
-
-
-@contextlib.contextmanager
-def small_drive(path: Path, size: str) -> Iterator[Path]:
-    """A real, small file system (tmpfs) mounted at `path`; needs root."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 async def test_a_drive_that_fills_up_keeps_its_previous_state(tmp_path: Path) -> None:

@@ -3,13 +3,18 @@ meet on a network, the records they hold, and `simpul usb sync` run as a process
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import generate, simpul_cli
 from test_network_cli import create_network, enrol_by_file
 
@@ -70,3 +75,20 @@ async def approve(data_dir: Path, count: int, operator: str = "verifikator") -> 
                 record_id, lambda current: {**current, "status_usulan": "disahkan"}, operator
             )
     return ids
+
+
+@contextlib.contextmanager
+def small_drive(path: Path, size: str) -> Iterator[Path]:
+    """A real, small file system (tmpfs) mounted at `path`; needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
