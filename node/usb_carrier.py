@@ -215,7 +215,7 @@ class DriveSync:
         report.accepted = ingest.accepted
         report.refused = [f"{r.reason}: {r.detail} ({r.count} entries)" for r in ingest.refused]
         if reader.problem is not None:
-            report.status = "truncated" if "cut short" in reader.problem.reason else "corrupted"
+            report.status = reader.problem.kind
             report.detail, report.offset = reader.problem.reason, reader.problem.offset
         elif not ingest.accepted:
             report.status = "held"

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from simpul.crypto.node_key import verify_signature
 from simpul.crypto.sealed_segments import (
+    NONCE_PREFIX_BYTES,
     SealedLayout,
     SegmentError,
     new_nonce_prefix,
@@ -45,22 +46,26 @@ from simpul.sync.bundle import (
     Hello,
     encode_frame,
 )
+from simpul.sync.frontier import ORIGIN_BYTES
 
 MAGIC = b"SIMPULU"
 FILE_FORMAT = 1
 PREAMBLE = struct.Struct(">7sBI")  # magic, format, header length
 MAX_HEADER_BYTES = 1024 * 1024
 SEGMENT_BYTES = 16 * 1024
+MAX_TIME_MS = 253_402_300_799_999  # the end of year 9999 UTC
 BATCH_SEGMENTS = 64  # segments decoded per batch of frames handed to the caller (1 MiB)
 
 
 class DriveFileError(Exception):
-    """A drive file that cannot be read (further): why, and at which byte of the file."""
+    """A drive file that cannot be read (further): why, at which byte of the file, and the
+    kind of problem: `unreadable` (its header), `truncated` or `corrupted` (its body)."""
 
-    def __init__(self, reason: str, offset: int) -> None:
+    def __init__(self, reason: str, offset: int, kind: str = "unreadable") -> None:
         super().__init__(f"{reason} (at byte {offset})")
         self.reason = reason
         self.offset = offset
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -111,12 +116,20 @@ class DriveHeader:
                 entries=int(document["entries"]),
                 origins=origins,
             )
-            if len(bytes.fromhex(header.nonce)) != 8:
+            if len(bytes.fromhex(header.nonce)) != NONCE_PREFIX_BYTES:
                 raise ValueError("nonce prefix must be 8 bytes")
+            for span in origins:
+                if (
+                    len(bytes.fromhex(span.origin)) != ORIGIN_BYTES
+                    or not 1 <= span.first <= span.last
+                ):
+                    raise ValueError(f"bad origin range {span}")
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"malformed file header: {exc}") from None
         if header.segment_bytes < 1 or header.plain_bytes < len(HEADER) or header.entries < 0:
             raise ValueError("malformed file header: impossible sizes")
+        if not 0 <= header.created_ms <= MAX_TIME_MS:
+            raise ValueError("malformed file header: time out of range")
         return header
 
     def frontier(self) -> dict[bytes, tuple[int, int]]:
@@ -260,19 +273,24 @@ class DriveFileReader:
                 self.problem = DriveFileError(
                     f"file cut short: {len(self._data)} of {self._file.full_size} bytes",
                     len(self._data),
+                    "truncated",
                 )
             elif len(self._data) > self._file.full_size:
                 self.problem = DriveFileError(
-                    "unexpected bytes after the end of the file", self._file.full_size
+                    "unexpected bytes after the end of the file", self._file.full_size, "corrupted"
                 )
             else:
                 decoder.close()
         except SegmentError as exc:
             self.problem = DriveFileError(
-                f"segment {exc.index} does not authenticate (corrupted or altered)", exc.offset
+                f"segment {exc.index} does not authenticate (corrupted or altered)",
+                exc.offset,
+                "corrupted",
             )
         except BundleError as exc:
             batch += exc.frames
-            self.problem = DriveFileError(f"bad bundle inside the file: {exc.reason}", start)
+            self.problem = DriveFileError(
+                f"bad bundle inside the file: {exc.reason}", start, "corrupted"
+            )
         if batch:
             yield batch

@@ -19,6 +19,9 @@ from usb_nodes import (
     usb_sync,
 )
 
+from simpul.node.runtime import open_node
+from simpul.node.usb_carrier import sync_drive
+
 
 def record_status(data_dir: Path, record_id: str) -> str:
     with sqlite3.connect(f"file:{data_dir / 'simpul.db'}?mode=ro", uri=True) as db:
@@ -135,3 +138,39 @@ def test_inspect_lists_a_drive_without_the_key(tmp_path: Path) -> None:
     refused = simpul_cli(stranger, "usb", "sync", str(drive))
     assert refused.returncode != 0 and "no network" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_compact_rewrites_the_drive_as_one_file(tmp_path: Path) -> None:
+    office, village = office_and_village(tmp_path)
+    drive = tmp_path / "flashdisk"
+    drive.mkdir()
+    for seed in (13, 14, 15):
+        import_households(village, 15, seed=seed)
+        usb_sync(village, drive)
+    network = (
+        drive / "SIMPUL" / json.loads(simpul_cli(village, "status", "--json").stdout)["network_id"]
+    )
+    old = sorted(p.name for p in network.glob("*.simpul"))
+    assert len(old) == 3
+
+    compacted = usb_sync(village, drive, "--compact")
+    assert sorted(compacted["removed"]) == old and len(compacted["written"]) == 1
+    assert [p.name for p in network.glob("*.simpul")] == compacted["written"]
+    at_office = usb_sync(office, drive)
+    assert at_office["imported"] == compacted["written_entries"] and at_office["problems"] == 0
+    assert heads(office) == heads(village)
+
+
+async def test_a_large_transfer_is_cut_into_files_that_each_verify(tmp_path: Path) -> None:
+    office, village = office_and_village(tmp_path)
+    import_households(village, 30)
+    await approve(village, 3)  # four transactions: the import and three edits
+    drive = tmp_path / "flashdisk"
+    drive.mkdir()
+    async with open_node(village) as node:
+        report = await sync_drive(node, drive, max_file_bytes=1)  # cut after every checkpoint
+    assert len(report.written) == 4
+    at_office = usb_sync(office, drive)
+    assert [f["status"] for f in at_office["files"]] == ["imported"] * 4
+    assert at_office["imported"] == report.written_entries
+    assert heads(office) == heads(village)

@@ -167,3 +167,28 @@ async def test_a_drive_that_fills_up_keeps_its_previous_state(tmp_path: Path) ->
 def usb_sync_status(data_dir: Path) -> dict[str, Any]:
     result = simpul_cli(data_dir, "status", "--json")
     return json.loads(result.stdout)["usb"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"created_ms": 10**20},
+        {"origins": [["not hex", 1, 2]]},
+        {"origins": [["00" * 16, 5, 2]]},
+        {"nonce": "00"},
+        {"plain_bytes": 1},
+        {"epoch": "eins"},
+    ],
+)
+async def test_a_header_with_impossible_values_is_unreadable(
+    written: dict[str, Any], change: dict[str, Any]
+) -> None:
+    data: bytes = written["data"]
+    parsed = parse_drive_file(data)
+    header = {**json.loads(parsed.signed[12:]), **change}
+    text = json.dumps(header).encode()
+    forged = b"SIMPULU\x01" + len(text).to_bytes(4, "big") + text + data[len(parsed.signed) :]
+    report, counts = await read_copy(written, forged)
+    (file_report,) = report.files
+    assert file_report.status == "unreadable" and "malformed file header" in file_report.detail
+    assert counts["entries"] == 0
