@@ -40,15 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from import_search import (
-    DOCS,
-    REPO,
     add_common_arguments,
     ensure_csv,
     fmt_list,
     machine,
+    publish,
     simpul_command,
     verdict,
-    write_docs,
 )
 
 from simpul.sync.drive_file import parse_drive_file
@@ -194,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info = machine()
-    section = report(res, args, info)
-    print(section)
-    if not args.no_docs:
-        write_docs(section, info, SECTION)
-        print(f"updated {DOCS.relative_to(REPO)}", file=sys.stderr)
+    publish(report(res, args, info), info, SECTION, args.no_docs)
     return 0
 
 
