@@ -58,6 +58,9 @@ async def test_node_syncs_a_plugged_drive_and_an_empty_one_the_operator_chooses(
         assert not (empty / "SIMPUL").exists()
         status, body = await api.call("POST", "/api/v1/usb/use", json={"path": str(tmp_path)})
         assert status == 422 and "not a drive folder" in body["error"]
+        verifier = Api(session, node.url, await make_token(village, "verif", "verifier"))
+        status, body = await verifier.call("POST", "/api/v1/usb/use", json={"path": str(empty)})
+        assert status == 403 and not (empty / "SIMPUL").exists()
         status, body = await api.call("POST", "/api/v1/usb/use", json={"path": str(empty)})
         assert status == 202, body
         await eventually(lambda: done(empty), "the chosen drive was synced")
