@@ -53,7 +53,7 @@ from simpul.sync.drive_file import (
     build_drive_file,
     parse_drive_file,
 )
-from simpul.sync.engine import IngestReport, SyncEngine
+from simpul.sync.engine import IngestReport
 from simpul.sync.frontier import Frontier
 from simpul.sync.store import now_ms
 
@@ -132,7 +132,6 @@ class DriveSync:
         self.drive = drive
         self.network_id = membership.network_id
         self.progress = progress or (lambda _text: None)
-        self.engine: SyncEngine
         self.engine, self.policy = network_engine(node, membership)
         self.report = UsbReport(str(drive.root), self.network_id)
         self.max_file_bytes = max_file_bytes

@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
             node.data_dir,
             {**facts, "state": "selesai", "message": message, "finished_ms": now_ms(),
              "imported": report.imported, "written": report.written_entries,
-             "files": [f.__dict__ for f in report.problems]},
+             "files": [asdict(f) for f in report.problems]},
         )  # fmt: skip
         log.info(
             "usb sync done drive=%s imported=%d written=%d problems=%d",
