@@ -447,6 +447,14 @@ def write_docs(section: str, info: dict[str, str], heading: str = SECTION) -> No
     DOCS.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
 
 
+def publish(section: str, info: dict[str, str], heading: str, no_docs: bool) -> None:
+    """Print a benchmark's report and, unless `no_docs`, write it as its docs section."""
+    print(section)
+    if not no_docs:
+        write_docs(section, info, heading)
+        print(f"updated {DOCS.relative_to(REPO)}", file=sys.stderr)
+
+
 # ----- main --------------------------------------------------------------------------
 
 

@@ -18,6 +18,8 @@ from aiohttp import web
 from simpul.node.membership import load_membership
 from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node
+from simpul.node.usb_status import read_status
+from simpul.node.usb_watcher import UsbWatcher
 from simpul.sync.conflicts import UnknownField, field_name, parse_field
 from simpul.sync.engine import OpenTrust, SyncEngine
 from simpul.sync.household import (
@@ -35,6 +37,7 @@ from simpul.sync.store import OutOfScope, RecordExists, RecordNotFound
 log = logging.getLogger(__name__)
 
 NODE_KEY = web.AppKey("node", Node)
+USB_WATCHER = web.AppKey("usb_watcher", UsbWatcher)
 OPERATOR = web.RequestKey("operator", Operator)
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -315,8 +318,11 @@ async def record_history(request: web.Request) -> web.Response:
 
 
 async def node_status(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
-    return web.json_response(await status_of(node))
+    facts = await status_of(request.app[NODE_KEY])
+    watcher = request.app.get(USB_WATCHER)
+    if watcher is not None:
+        facts["usb"] = {**(facts["usb"] or {}), "empty_drives": watcher.empty_drives()}
+    return web.json_response(facts)
 
 
 async def status_of(node: Node) -> dict[str, Any]:
@@ -342,6 +348,7 @@ async def status_of(node: Node) -> dict[str, Any]:
         "pending": sync.pending,
         "frontier": {origin.hex(): seq for origin, seq in sync.frontier.items()},
         "peers": peers,
+        "usb": read_status(node.data_dir),
     }
 
 

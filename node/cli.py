@@ -20,6 +20,7 @@ from simpul.node.api import status_of
 from simpul.node.cli_network import enroll, network
 from simpul.node.cli_peers import peer, peers
 from simpul.node.cli_support import read_secret, run
+from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
 from simpul.node.runtime import default_data_dir, open_node
 from simpul.node.server import serve
@@ -66,6 +67,7 @@ main.add_command(network)
 main.add_command(enroll)
 main.add_command(peer)
 main.add_command(peers)
+main.add_command(usb)
 
 
 @main.command()
@@ -83,8 +85,21 @@ main.add_command(peers)
     default=None,
     help="Seconds between sync rounds with every peer (default 30).",
 )
+@click.option(
+    "--usb-root",
+    "usb_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Another folder where USB drives are mounted (besides /media, /run/media, /mnt).",
+)
 @click.pass_obj
-def node(data_dir: Path, listen: str, sync_port: int | None, sync_period: float | None) -> None:
+def node(
+    data_dir: Path,
+    listen: str,
+    sync_port: int | None,
+    sync_period: float | None,
+    usb_roots: tuple[Path, ...],
+) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
 
@@ -93,7 +108,7 @@ def node(data_dir: Path, listen: str, sync_port: int | None, sync_period: float 
         click.echo(f"Simpul node running at {url}{sync}", nl=True)
         sys.stdout.flush()
 
-    run(serve(data_dir, host, port, ready, sync_port, sync_period))
+    run(serve(data_dir, host, port, ready, sync_port, sync_period, list(usb_roots)))
 
 
 @main.group()
@@ -217,6 +232,7 @@ def status(data_dir: Path, as_json: bool) -> None:
         return
     peers = facts.pop("peers", [])
     frontier = facts.pop("frontier", {})
+    usb_facts = facts.pop("usb", None) or {}
     for key, value in facts.items():
         if isinstance(value, list):
             value = ", ".join(map(str, value))
@@ -231,6 +247,9 @@ def status(data_dir: Path, as_json: bool) -> None:
             f"  sent {known['entries_sent']} received {known['entries_received']}"
             + (f"  error: {known['last_error']}" if known["last_error"] else "")
         )
+    if usb_facts:
+        line = usb_facts.get("message") or usb_facts.get("progress") or usb_facts.get("state")
+        click.echo(f"usb: {usb_facts.get('drive')}: {line}")
 
 
 @main.command()

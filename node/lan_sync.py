@@ -18,8 +18,7 @@ from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
 from simpul.node.sync_session import SessionReport, SyncServer, Trust, fetch_news
-from simpul.node.trust_policy import CertificateTrust
-from simpul.sync.engine import SyncEngine
+from simpul.node.trust_policy import network_engine
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +34,7 @@ class LanSync:
         self.node = node
         self.membership = membership
         self.trust = Trust(membership.root_cert, membership.revocations)
-        self.policy = CertificateTrust.of(membership)
-        self.engine = SyncEngine(
-            node.db,
-            node.key.node_id,
-            self.policy,
-            network_id=bytes.fromhex(membership.network_id),
-            certificate=membership.certificate.pem,
-        )
+        self.engine, self.policy = network_engine(node, membership)
         self.peers = PeerTable(node.db)
         private = node.data_dir / TLS_DIR
         private.mkdir(mode=0o700, exist_ok=True)

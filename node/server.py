@@ -21,6 +21,8 @@ from simpul.node.metrics import add_metrics_routes
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node, open_node
 from simpul.node.systemd_notify import Notifier
+from simpul.node.usb_api import add_usb_routes
+from simpul.node.usb_watcher import UsbWatcher
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,14 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html", charset="utf-8")
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
     app = web.Application(middlewares=[bearer_auth], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
     app.router.add_get("/", index)
     add_routes(app)
     add_enroll_routes(app)
     add_metrics_routes(app)
+    add_usb_routes(app, usb)
     return app
 
 
@@ -71,14 +74,17 @@ async def serve(
     ready: Callable[[str, int | None], None],
     sync_port: int | None = None,
     sync_period: float | None = None,
+    usb_roots: list[Path] | None = None,
 ) -> None:
     """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL and the LAN sync
     port (None without a network) once listening.
 
-    Discovery announces `sync_port` (default: the HTTP port + 1) on the LAN meanwhile.
+    Discovery announces `sync_port` (default: the HTTP port + 1) on the LAN meanwhile; the
+    USB watcher syncs drives mounted under its roots (plus `usb_roots`).
     """
     async with open_node(data_dir) as node:
-        runner = web.AppRunner(build_app(node), access_log=None)
+        usb = UsbWatcher.from_environment(node, usb_roots or [])
+        runner = web.AppRunner(build_app(node, usb), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -106,12 +112,14 @@ async def serve(
         )
         if discovery is not None:
             await discovery.start()
+        usb.start()
         try:
             await stop.wait()
         finally:
             log.info("node stopping node_id=%s", node.node_id)
             notifier.stopping()
             watchdog.cancel()
+            await usb.stop()
             if discovery is not None:
                 await discovery.stop()
             if lan is not None:

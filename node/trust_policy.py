@@ -20,7 +20,8 @@ from simpul.crypto.node_certificate import (
 from simpul.crypto.node_key import node_id_of
 from simpul.crypto.revocation import RevocationList
 from simpul.node.membership import Membership
-from simpul.sync.engine import Refusal
+from simpul.node.runtime import Node
+from simpul.sync.engine import Refusal, SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +60,17 @@ class CertificateTrust:
     def accepts_checkpoint(self, origin: bytes, at_ms: int) -> bool:
         at = datetime.fromtimestamp(at_ms / 1000, UTC)
         return not self.revocations.is_revoked(origin.hex(), at=at)
+
+
+def network_engine(node: Node, membership: Membership) -> tuple[SyncEngine, CertificateTrust]:
+    """The sync engine every carrier of a network member uses, and its trust policy (whose
+    revocation list the carrier updates when news arrives)."""
+    policy = CertificateTrust.of(membership)
+    engine = SyncEngine(
+        node.db,
+        node.key.node_id,
+        policy,
+        network_id=bytes.fromhex(membership.network_id),
+        certificate=membership.certificate.pem,
+    )
+    return engine, policy

@@ -24,6 +24,9 @@ VENV="$PREFIX/venv"
 UNIT_DIR="$ROOT/etc/systemd/system"
 DEFAULTS="$ROOT/etc/default/simpul"
 UNITS=(simpul-node.service simpul-hub.service)
+USB_UNIT=simpul-usb-mount@.service  # started by the udev rule for each plugged drive
+UDEV_RULE=99-simpul-usb.rules
+UDEV_DIR="$ROOT/etc/udev/rules.d"
 BACKOFF_MIN_SYSTEMD=254  # RestartSteps= / RestartMaxDelaySec=
 MDNS_PORT=5353
 STAGE=""  # temporary copy of the sources to build from
@@ -152,6 +155,18 @@ install_units() {
     say "systemd $version < $BACKOFF_MIN_SYSTEMD: restarts every 5 s without growing back-off"
   fi
   say "units installed in $UNIT_DIR: ${UNITS[*]} (simpul-hub is for the upcoming hub role: not enabled)"
+  install -m 0644 "$REPO/systemd/$USB_UNIT" "$UNIT_DIR/$USB_UNIT"
+  install -D -m 0644 "$REPO/systemd/$UDEV_RULE" "$UDEV_DIR/$UDEV_RULE"
+  say "USB drives: $UDEV_DIR/$UDEV_RULE mounts FAT32/exFAT drives under /media/simpul"
+}
+
+udev_reload() {
+  if live_systemd && command -v udevadm >/dev/null 2>&1; then
+    say "running: udevadm control --reload"
+    udevadm control --reload
+  else
+    say "not on a running system with udev; run yourself: udevadm control --reload"
+  fi
 }
 
 write_defaults() {
@@ -172,6 +187,7 @@ do_install() {
   # shellcheck disable=SC2046  # one port per word
   firewall allow $(firewall_ports)
   systemctl_or_print daemon-reload
+  udev_reload
   systemctl_or_print try-restart simpul-node.service
   systemctl_or_print enable --now simpul-node.service
   say "done; data in /var/lib/simpul (made by systemd on first start); logs: journalctl -u simpul-node"
@@ -192,8 +208,10 @@ do_uninstall() {
     rm -f "$UNIT_DIR/$unit"
     rm -rf "$UNIT_DIR/$unit.d"
   done
+  rm -f "$UNIT_DIR/$USB_UNIT" "$UDEV_DIR/$UDEV_RULE"
   rm -rf "$PREFIX"
   systemctl_or_print daemon-reload
+  udev_reload
   if [ "$purge" = yes ]; then
     rm -rf "$ROOT/var/lib/simpul" "$ROOT/var/lib/private/simpul" \
       "$ROOT/var/lib/simpul-hub" "$ROOT/var/lib/private/simpul-hub" "$DEFAULTS" "$DEFAULTS-hub"

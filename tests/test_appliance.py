@@ -30,6 +30,8 @@ from simpul.node.server import build_app
 from simpul.node.systemd_notify import Notifier, socket_address, watchdog_period
 
 UNITS = ("simpul-node.service", "simpul-hub.service")
+USB_UNIT = "simpul-usb-mount@.service"
+UDEV_RULE = "etc/udev/rules.d/99-simpul-usb.rules"
 INSTALL = REPO / "systemd" / "install.sh"
 VENV_BIN = "opt/simpul/venv/bin/simpul"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -88,6 +90,8 @@ def test_install_puts_venv_units_and_docs_in_place_and_touches_no_state(installe
         assert installed_unit.read_bytes() == (REPO / "systemd" / unit).read_bytes()
         assert installed_unit.stat().st_mode & 0o777 == 0o644
     assert (installed / "opt/simpul/doc/operations.md").is_file()
+    for path in (f"etc/systemd/system/{USB_UNIT}", UDEV_RULE):
+        assert (installed / path).read_bytes() == (REPO / "systemd" / Path(path).name).read_bytes()
     assert not (installed / "var").exists()  # StateDirectory= makes /var/lib/simpul
     assert not (installed / "etc/default/simpul").exists()
 
@@ -105,9 +109,11 @@ def verify_copy(installed: Path, unit: str, out: Path) -> Path:
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
-@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("unit", (*UNITS, USB_UNIT))
 def test_units_pass_systemd_analyze_verify(installed: Path, unit: str, tmp_path: Path) -> None:
     copy = verify_copy(installed, unit, tmp_path)
+    if unit.endswith("@.service"):  # a template is verified as one instance of it
+        copy = copy.with_name(unit.replace("@", "@sdb1"))
     result = subprocess.run(
         [SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)],
         capture_output=True,
@@ -164,7 +170,8 @@ def test_uninstall_keeps_data_unless_purge(installed: Path, tmp_path: Path) -> N
     run_install(root, "--uninstall")
     assert (data / "simpul.db").read_bytes() == b"records"
     assert not (root / "opt/simpul").exists()
-    assert not any((root / "etc/systemd/system" / unit).exists() for unit in UNITS)
+    assert not any((root / "etc/systemd/system" / unit).exists() for unit in (*UNITS, USB_UNIT))
+    assert not (root / UDEV_RULE).exists()
     run_install(root, "--uninstall")  # twice is harmless too
     run_install(root, "--uninstall", "--purge")
     assert not (root / "var/lib/private/simpul").exists()

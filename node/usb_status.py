@@ -1,0 +1,100 @@
+"""What the last USB sync of this node did, for `simpul status`, the status API and the page.
+
+A sync (from the command line, the drive watcher or the "use this drive" button) holds an
+exclusive lock in the data dir, so one node never syncs two drives at once, and records
+its progress and outcome in `DATA_DIR/usb-status.json`: state `berjalan` (running) with
+a progress line, then `selesai` with "selesai, aman dicabut" or `gagal` with the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from simpul.node.membership import write_public
+from simpul.node.runtime import Node
+from simpul.node.usb_carrier import UsbReport, sync_drive
+from simpul.sync.store import now_ms
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "usb-status.json"
+LOCK_FILE = "usb.lock"
+DONE = "selesai, aman dicabut"
+DONE_WITH_NOTES = "selesai dengan catatan ({count} berkas bermasalah), aman dicabut"
+FAILED = "gagal: {error}; drive aman dicabut"
+
+
+class UsbBusy(OSError):
+    """Another USB sync of this node is running."""
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """The last recorded USB sync, or None if there was none (or the file is unreadable)."""
+    try:
+        facts = json.loads((data_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
+def write_status(data_dir: Path, facts: dict[str, Any]) -> None:
+    write_public(data_dir / STATUS_FILE, json.dumps(facts, ensure_ascii=False).encode())
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold this node's USB lock, or raise UsbBusy at once."""
+    with (data_dir / LOCK_FILE).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsbBusy("another USB sync is running on this node; wait for it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
+    """`sync_drive` with the lock held and its progress and outcome in the status file."""
+    with exclusive(node.data_dir):
+        facts: dict[str, Any] = {"state": "berjalan", "drive": str(path), "started_ms": now_ms()}
+
+        def progress(text: str) -> None:
+            write_status(node.data_dir, {**facts, "progress": text})
+
+        progress("mulai")
+        try:
+            report = await sync_drive(node, path, progress=progress, **options)
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            write_status(
+                node.data_dir,
+                {**facts, "state": "gagal", "message": FAILED.format(error=error),
+                 "error": error, "finished_ms": now_ms()},
+            )  # fmt: skip
+            log.info("usb sync failed drive=%s error=%r", path, error)
+            raise
+        problems = len(report.problems)
+        message = DONE_WITH_NOTES.format(count=problems) if problems else DONE
+        write_status(
+            node.data_dir,
+            {**facts, "state": "selesai", "message": message, "finished_ms": now_ms(),
+             "imported": report.imported, "written": report.written_entries,
+             "files": [asdict(f) for f in report.problems]},
+        )  # fmt: skip
+        log.info(
+            "usb sync done drive=%s imported=%d written=%d problems=%d",
+            path,
+            report.imported,
+            report.written_entries,
+            problems,
+        )
+        return report
