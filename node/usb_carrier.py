@@ -208,9 +208,9 @@ class DriveSync:
         ingest = IngestReport()
         for batch in reader.batches():
             if wanted:
-                ingest = ingest.merge(await receiver.receive(batch))
+                await receiver.feed(batch)  # applied now, committed while the next decrypts
         if wanted:
-            ingest = ingest.merge(await receiver.finish())
+            ingest = await receiver.finish()
         report.accepted = ingest.accepted
         report.refused = [f"{r.reason}: {r.detail} ({r.count} entries)" for r in ingest.refused]
         if reader.problem is not None:

@@ -17,15 +17,14 @@ import asyncio
 import json
 import os
 import shutil
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import stored
 from conftest import make_token, simpul_cli
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
 from test_discovery import Networks, networks  # noqa: F401  (provides the `networks` fixture)
@@ -33,7 +32,6 @@ from test_lan_sync import eventually
 
 from simpul.crypto.node_key import NodeKey
 from simpul.node.server import DISCOVERY_ENV
-from simpul.sync.record_doc import RecordDoc
 
 HTTP_PORT, SYNC_PORT = 8470, 8471
 SYNC_PERIOD = "5"
@@ -75,18 +73,11 @@ class HostNode:
         _, error = await call.communicate()
         assert call.returncode == 0, f"{method} {path} on host {self.host}: {error.decode()}"
 
-    def documents(self) -> dict[str, RecordDoc]:
-        """Every record's document in this node's store, read directly (read-only)."""
-        uri = f"file:{self.data_dir / 'simpul.db'}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            rows = db.execute("SELECT id, doc FROM record_bodies").fetchall()
-        return {record_id: RecordDoc.load(data) for record_id, data in rows}
-
     def records(self) -> dict[str, dict[str, Any]]:
-        return {i: doc.household() for i, doc in self.documents().items()}
+        return {i: doc.household() for i, doc in stored.documents(self.data_dir).items()}
 
-    def heads(self) -> dict[str, list[bytes]]:
-        return {i: sorted(doc.heads) for i, doc in self.documents().items()}
+    def heads(self) -> dict[str, list[str]]:
+        return stored.heads(self.data_dir)
 
     def logged(self, text: str) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if text in line]

@@ -8,11 +8,11 @@ import sqlite3
 from pathlib import Path
 
 from conftest import simpul_cli
+from stored import heads
 from test_network_cli import PASSPHRASE
 from usb_nodes import (
     approve,
     drive_files,
-    heads,
     import_households,
     office_and_village,
     personal_fields,
@@ -25,8 +25,10 @@ from simpul.node.usb_carrier import sync_drive
 
 def record_status(data_dir: Path, record_id: str) -> str:
     with sqlite3.connect(f"file:{data_dir / 'simpul.db'}?mode=ro", uri=True) as db:
-        (text,) = db.execute("SELECT json FROM record_bodies WHERE id = ?", (record_id,)).fetchone()
-    return json.loads(text)["status_usulan"]
+        (status,) = db.execute(
+            "SELECT status_usulan FROM records WHERE id = ?", (record_id,)
+        ).fetchone()
+    return status
 
 
 async def test_drive_goes_village_office_village_and_both_converge(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,13 +51,6 @@ def usb_sync(data_dir: Path, drive: Path, *options: str) -> dict[str, Any]:
     result = simpul_cli(data_dir, "usb", "sync", str(drive), "--json", *options)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def heads(data_dir: Path) -> dict[str, list[str]]:
-    """Every record's Automerge heads, read directly from the node's database."""
-    with sqlite3.connect(f"file:{data_dir / 'simpul.db'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT id, json FROM record_bodies ORDER BY id").fetchall()
-    return {rid: json.loads(text)["_meta"]["heads"] for rid, text in rows}
 
 
 def drive_files(drive: Path) -> dict[str, bytes]:
