@@ -189,6 +189,7 @@ class _View:
         self.docs: dict[bytes, Held] = {}
         self.owner: dict[bytes, _Batch] = {}  # record -> the batch that last changed it
         self.waiting: list[Entry] | None = None  # pending entries, loaded on first need
+        self.ahead: dict[bytes, Held | None] = {}  # stored documents read ahead, one call long
 
     async def head(self, origin: bytes) -> Head:
         if origin not in self.heads:
@@ -204,10 +205,20 @@ class _View:
                 self.waiting = [Entry(*row) async for row in cursor]
         return self.waiting
 
+    async def read_ahead(self, record_ids: Iterable[bytes]) -> None:
+        """Read the documents a call's frames will need in a few queries, not one per chunk."""
+        self.ahead.update(await self.read_docs(record_ids))
+
     async def read_docs(self, record_ids: Iterable[bytes]) -> dict[bytes, Held | None]:
         """The stored document of each record not changed by an uncommitted batch."""
-        wanted = [r for r in set(record_ids) if r not in self.docs]
-        found: dict[bytes, Held | None] = dict.fromkeys(wanted)
+        found: dict[bytes, Held | None] = {}
+        wanted = []
+        for record_id in set(record_ids):
+            if record_id in self.ahead:
+                found[record_id] = self.ahead[record_id]
+            elif record_id not in self.docs:
+                wanted.append(record_id)
+                found[record_id] = None
         for start in range(0, len(wanted), PAGE_IDS):
             ids = {_record_id(r): r for r in wanted[start : start + PAGE_IDS]}
             sql = (
@@ -332,18 +343,24 @@ class Receiver:
 
     async def feed(self, frames: Iterable[Frame]) -> None:
         """Take frames; chunks they complete are applied now and written in the background."""
-        for frame in frames:
-            if isinstance(frame, Hello):
-                self.peer = frame
-            elif isinstance(frame, Certificate):
-                self._offers[frame.origin] = frame
-                self._keys.pop(frame.origin, None)
-            elif isinstance(frame, Frontier):
-                self.their_frontier = frame
-            elif isinstance(frame, Entries):
-                self._buffer(frame)
-            elif isinstance(frame, Checkpoint):
-                await self._close_chunk(frame)
+        frames = list(frames)
+        view = self._view
+        await view.read_ahead(rid for f in frames if isinstance(f, Entries) for rid, _ in f.items)
+        try:
+            for frame in frames:
+                if isinstance(frame, Hello):
+                    self.peer = frame
+                elif isinstance(frame, Certificate):
+                    self._offers[frame.origin] = frame
+                    self._keys.pop(frame.origin, None)
+                elif isinstance(frame, Frontier):
+                    self.their_frontier = frame
+                elif isinstance(frame, Entries):
+                    self._buffer(frame)
+                elif isinstance(frame, Checkpoint):
+                    await self._close_chunk(frame)
+        finally:
+            view.ahead.clear()
         if self._open.chunks and (
             self._writing is None or self._writing.done() or self._open.size >= BATCH_ENTRIES
         ):
