@@ -4,20 +4,13 @@ another session or a local edit committed meanwhile, and nothing is stored twice
 from __future__ import annotations
 
 import asyncio
-import copy
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from sync_peers import open_peers, sync_one_way
+from test_sync_engine import household
 
 from simpul.sync.bundle import Entries
-
-
-def household(data: list[dict[str, Any]], index: int) -> dict[str, Any]:
-    h = copy.deepcopy(data[index])
-    h.pop("id")
-    return h
 
 
 async def test_two_sessions_delivering_the_same_feed_store_it_once(
