@@ -1,8 +1,10 @@
 """The JSON API (`/api/v1`): household records, search, history and status, behind bearer tokens.
 
 Errors are JSON: 400 for a body that is not JSON or a bad query parameter, 422 with
-`fields` naming each invalid field, 401 without a valid token, 404 for an unknown id,
-409 for an id already taken, 410 for a deleted record. Nothing is written on error.
+`fields` naming each invalid field, 401 without a valid token, 403 for a step the
+operator's role may not take (a proposal status outside the workflow of sync/proposals.py,
+a delete or a conflict resolution by a plain operator), 404 for an unknown id, 409 for an
+id already taken, 410 for a deleted record. Nothing is written on error.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from simpul.sync.household import (
 )
 from simpul.sync.ids import new_member_id
 from simpul.sync.operators import Operator
+from simpul.sync.proposals import NOTE, TransitionRefused, check_api_status
 from simpul.sync.record_doc import MEMBERS
 from simpul.sync.store import OutOfScope, RecordExists, RecordNotFound
 
@@ -177,7 +180,10 @@ async def create_record(request: web.Request) -> web.Response:
         return invalid(exc.errors)
     operator: Operator = request[OPERATOR]
     try:
+        check_api_status(operator.role, None, household["status_usulan"], "")
         record = await node.records.create(household, operator.username, household.get("id"))
+    except TransitionRefused as exc:
+        return error(403, str(exc))
     except OutOfScope as exc:
         return invalid([FieldError("kode_wilayah", str(exc))])
     except RecordExists:
@@ -187,6 +193,25 @@ async def create_record(request: web.Request) -> web.Response:
 
 
 RESOLVERS = ("verifier", "admin")
+DELETERS = ("verifier", "admin")
+
+
+async def settle_conflict(
+    node: Node, record_id: str, field: str, value: Any, operator: Operator
+) -> dict[str, Any]:
+    """Write a verifier's choice for a conflicted field; the record after it.
+
+    Raises RecordNotFound, UnknownField or ValidationError (the value does not fit).
+    """
+    current = await node.records.get(record_id)
+    if current is None or current["_meta"]["deleted"]:
+        raise RecordNotFound(record_id)
+    path = parse_field(field)
+    record = await node.records.resolve(
+        record_id, path, chosen_value(current, path, value), operator.username
+    )
+    log.info("record resolve id=%s field=%s operator=%s", record_id, field, operator.username)
+    return record
 
 
 async def resolve_conflict(request: web.Request) -> web.Response:
@@ -199,22 +224,14 @@ async def resolve_conflict(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("field"), str) or "value" not in body:
         return invalid([FieldError("", 'expected {"field": NAME, "value": VALUE}')])
-    current = await node.records.get(record_id)
-    if current is None or current["_meta"]["deleted"]:
-        return error(404, "no such record")
     try:
-        path = parse_field(body["field"])
-        value = chosen_value(current, path, body["value"])
-        record = await node.records.resolve(record_id, path, value, operator.username)
+        record = await settle_conflict(node, record_id, body["field"], body["value"], operator)
     except UnknownField as exc:
         return invalid([FieldError("field", str(exc))])
     except ValidationError as exc:
         return invalid(exc.errors)
     except RecordNotFound:
         return error(404, "no such record")
-    log.info(
-        "record resolve id=%s field=%s operator=%s", record_id, body["field"], operator.username
-    )
     return web.json_response(record)
 
 
@@ -253,16 +270,25 @@ async def patch_record(request: web.Request) -> web.Response:
     record_id = record_id_of(request)
     body = await read_json(request)
     operator: Operator = request[OPERATOR]
+
+    def edit(current: dict[str, Any]) -> dict[str, Any]:
+        target = apply_patch(current, body)
+        reason = str(target.get(NOTE, ""))
+        check_api_status(operator.role, current["status_usulan"], target["status_usulan"], reason)
+        return target
+
     try:
-        record = await node.records.update(
-            record_id, lambda current: apply_patch(current, body), operator.username
-        )
+        record = await node.records.update(record_id, edit, operator.username)
     except RecordNotFound:
         return error(404, "no such record")
     except ValidationError as exc:
         return invalid(exc.errors)
     except OutOfScope as exc:
         return invalid([FieldError("kode_wilayah", str(exc))])
+    except TransitionRefused as exc:
+        if exc.forbidden:
+            return error(403, str(exc))
+        return invalid([FieldError(NOTE, str(exc))])
     log.info("record patch id=%s operator=%s", record_id, operator.username)
     return web.json_response(record)
 
@@ -271,6 +297,8 @@ async def delete_record(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     record_id = record_id_of(request)
     operator: Operator = request[OPERATOR]
+    if operator.role not in DELETERS:
+        return error(403, "only a verifier or an admin may delete a household")
     try:
         record = await node.records.update(
             record_id, lambda current: current, operator.username, delete=True

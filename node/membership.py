@@ -207,6 +207,11 @@ def _members(data_dir: Path) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def admitted_devices(data_dir: Path) -> dict[str, str]:
+    """Node id -> name of every device this (admin's) node admitted."""
+    return {node_id: str(info.get("name", "")) for node_id, info in _members(data_dir).items()}
+
+
 def _record_member(data_dir: Path, node_id: str, name: str, exchange_public: bytes) -> None:
     members = _members(data_dir)
     members[node_id] = {"name": name, "exchange_public_key": exchange_public.hex()}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from simpul.node.api import NODE_KEY, add_routes, bearer_auth, status_of
+from simpul.node.api import NODE_KEY, add_routes, bearer_auth
 from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
 from simpul.node.lan_sync import LanSync
@@ -23,26 +23,23 @@ from simpul.node.runtime import Node, open_node
 from simpul.node.systemd_notify import Notifier
 from simpul.node.usb_api import add_usb_routes
 from simpul.node.usb_watcher import UsbWatcher
+from simpul.node.web import add_web_routes, page_auth
+from simpul.node.web_admin import add_admin_routes
+from simpul.node.web_dashboard import add_dashboard_routes
+from simpul.node.web_households import add_household_routes
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_ENV = "SIMPUL_DISCOVERY"  # "off": no LAN announcements (tests, the hub role)
 
-PAGE = (Path(__file__).parent / "templates" / "index.html").read_text(encoding="utf-8")
-
-
-async def index(request: web.Request) -> web.Response:
-    status = await status_of(request.app[NODE_KEY])
-    body = PAGE.replace("{{node_id}}", status["node_id"]).replace(
-        "{{records}}", str(status["records"])
-    )
-    return web.Response(text=body, content_type="text/html", charset="utf-8")
-
 
 def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
-    app = web.Application(middlewares=[bearer_auth], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[page_auth, bearer_auth], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
-    app.router.add_get("/", index)
+    add_web_routes(app)
+    add_dashboard_routes(app)
+    add_household_routes(app)
+    add_admin_routes(app)
     add_routes(app)
     add_enroll_routes(app)
     add_metrics_routes(app)

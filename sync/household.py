@@ -32,8 +32,10 @@ HOUSEHOLD_FIELDS = (
     "program",
     "anggota",
 )
+# Fields a household may carry but need not: the reason a proposal was returned or refused.
+OPTIONAL_FIELDS = ("catatan_usulan",)
 # Fields a partial update (validate_fields) may carry: all but the members.
-UPDATABLE_FIELDS = tuple(f for f in HOUSEHOLD_FIELDS if f != "anggota")
+UPDATABLE_FIELDS = (*(f for f in HOUSEHOLD_FIELDS if f != "anggota"), *OPTIONAL_FIELDS)
 
 STATUS_USULAN = ("draft", "diusulkan", "diverifikasi", "dikembalikan", "ditolak", "disahkan")
 JENIS_KELAMIN = ("L", "P")
@@ -142,6 +144,14 @@ def _text(max_len: int) -> Callable[[object], str]:
         return text
 
     return check
+
+
+def _note(value: object) -> str:
+    """Free text that may be empty (a note cleared when a proposal moves on)."""
+    text = _string(value)
+    if len(text) > TEXT_MAX_LEN:
+        raise _Invalid(f"must be at most {TEXT_MAX_LEN} characters, got {len(text)}")
+    return text
 
 
 def _nama(value: object) -> str:
@@ -256,6 +266,7 @@ _HOUSEHOLD_CHECKS: dict[str, _Check] = {
     "status_usulan": _simple(_choice(STATUS_USULAN)),
     "rumah": _rumah,
     "program": _program,
+    "catatan_usulan": _simple(_note),
 }
 
 
@@ -278,7 +289,7 @@ def _check_fields(
     for field in fields:
         path = _join(prefix, field)
         if field not in data:
-            if not partial:
+            if not partial and field not in OPTIONAL_FIELDS:
                 errors.append(FieldError(path, "is required"))
             continue
         value = checks[field](data[field], path, errors)

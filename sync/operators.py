@@ -58,6 +58,10 @@ class Operators:
         )
         return Operator(row[0], row[1]) if row else None
 
+    async def list_all(self) -> list[Operator]:
+        rows = await self.db.fetchall("SELECT username, role FROM operators ORDER BY username")
+        return [Operator(row[0], row[1]) for row in rows]
+
     async def check_login(self, username: str, password: str) -> Operator | None:
         row = await self.db.fetchone(
             "SELECT username, role, password_hash FROM operators WHERE username = ?", (username,)

@@ -1,0 +1,248 @@
+"""The operator page's plumbing: templates, the session and CSRF middleware, roles, login,
+logout, the language setting and the page's own static files.
+
+Every page needs a session (GET without one redirects to the login page; anything else
+answers 401); every POST needs the CSRF token of its form (403 without it). Before login,
+the login and language forms carry a token bound to a pre-session cookie instead. The JSON
+API (`/api/`, bearer tokens), `/healthz`, `/metrics` and LAN enrollment (`/enroll/`) keep
+their own rules. Pages are rendered on the server with jinja2 and need no JavaScript.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from simpul.node.api import NODE_KEY
+from simpul.node.web_sessions import Locked, Session, Sessions
+from simpul.node.web_text import LANGUAGES, Text
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "simpul_session"
+PRE_COOKIE = "simpul_pre"  # pre-login CSRF (double submit) for the login and language forms
+LANG_COOKIE = "simpul_lang"
+OWN_PREFIXES = ("/api/", "/enroll/")  # not pages: these keep their own rules
+OWN_PATHS = ("/healthz", "/metrics")
+PUBLIC_PATHS = ("/masuk", "/bahasa")  # the login form and the language switch before login
+PUBLIC_PREFIX = "/static/"  # the style sheet: no data in it
+SECURITY_HEADERS = {
+    # nothing but this node's own origin: no CDN, no web font, no script at all
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Web:
+    """What the pages share: the template environment and the session store."""
+
+    templates: jinja2.Environment
+    sessions: Sessions
+
+
+WEB_KEY = web.AppKey("web", Web)
+SESSION = web.RequestKey("session", Session)
+TEXT = web.RequestKey("text", Text)
+NEW_PRE_TOKEN = web.RequestKey("new_pre_token", str)
+
+
+class Refused(Exception):
+    """Raised by a page handler: answer `status` with the catalogue message `key`."""
+
+    def __init__(self, status: int, key: str) -> None:
+        super().__init__(key)
+        self.status = status
+        self.key = key
+
+
+def make_web(app: web.Application) -> Web:
+    node = app[NODE_KEY]
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return Web(templates, Sessions(node.db, node.operators))
+
+
+def _is_page(path: str) -> bool:
+    return not (path.startswith(OWN_PREFIXES) or path in OWN_PATHS)
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+
+
+def language_of(request: web.Request) -> str:
+    lang = request.cookies.get(LANG_COOKIE, "")
+    return lang if lang in LANGUAGES else "id"
+
+
+def _same(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
+
+
+def csrf_of(request: web.Request) -> str:
+    """The token this request's forms must carry."""
+    session = request.get(SESSION)
+    return session.csrf if session else request.cookies.get(PRE_COOKIE, "")
+
+
+@web.middleware
+async def page_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Session, CSRF and language for every page request."""
+    if not _is_page(request.path):
+        return await handler(request)
+    request[TEXT] = Text(language_of(request))
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    session = await request.app[WEB_KEY].sessions.find(cookie) if cookie else None
+    if session is not None:
+        request[SESSION] = session
+    elif not _is_public(request.path):
+        log.info("page refused path=%s reason=no-session remote=%s", request.path, request.remote)
+        if request.method in ("GET", "HEAD"):
+            raise web.HTTPSeeOther("/masuk")
+        return problem(request, 401, "login.expired")
+    if request.method == "POST":
+        form = await request.post()
+        if not _same(str(form.get("csrf", "")), csrf_of(request)):
+            log.warning("page refused path=%s reason=csrf remote=%s", request.path, request.remote)
+            return problem(request, 403, "error.csrf")
+    try:
+        response = await handler(request)
+    except Refused as exc:
+        return problem(request, exc.status, exc.key)
+    if request.get(NEW_PRE_TOKEN):
+        response.set_cookie(PRE_COOKIE, request[NEW_PRE_TOKEN], **cookie_flags())
+    return response
+
+
+def cookie_flags() -> dict[str, Any]:
+    # Secure cannot be set: the page is plain HTTP on loopback (decision 0003)
+    return {"httponly": True, "samesite": "Strict", "path": "/"}
+
+
+def page(
+    request: web.Request, template: str, http_status: int = 200, **context: Any
+) -> web.Response:
+    """Render `template` with the session, the catalogue and the form token."""
+    text = request[TEXT]
+    token = csrf_of(request)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request[NEW_PRE_TOKEN] = token
+    body = (
+        request.app[WEB_KEY]
+        .templates.get_template(template)
+        .render(
+            t=text,
+            lang=text.lang,
+            session=request.get(SESSION),
+            csrf=token,
+            path=request.path,
+            **context,
+        )
+    )
+    response = web.Response(
+        text=body, status=http_status, content_type="text/html", charset="utf-8"
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def problem(request: web.Request, status: int, key: str, **values: Any) -> web.Response:
+    """A page saying plainly why the request was refused."""
+    return page(request, "error.html", http_status=status, message=request[TEXT](key, **values))
+
+
+def operator_of(request: web.Request, *roles: str) -> Session:
+    """The request's session; Refused (403) unless its role is one of `roles` (any if none)."""
+    session = request[SESSION]
+    if roles and session.operator.role not in roles:
+        log.warning(
+            "page refused path=%s reason=role role=%s user=%s",
+            request.path,
+            session.operator.role,
+            session.operator.username,
+        )
+        raise Refused(403, "error.forbidden")
+    return session
+
+
+async def login_form(request: web.Request) -> web.Response:
+    if request.get(SESSION):
+        raise web.HTTPSeeOther("/")
+    return await _login_page(request)
+
+
+async def _login_page(
+    request: web.Request, status: int = 200, message: str = "", username: str = ""
+) -> web.Response:
+    operators = await request.app[NODE_KEY].db.fetchone("SELECT count(*) FROM operators")
+    return page(
+        request,
+        "login.html",
+        http_status=status,
+        message=message,
+        username=username,
+        first_start=not (operators and operators[0]),
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    username = str(form.get("username", "")).strip().lower()
+    password = str(form.get("password", ""))
+    text = request[TEXT]
+    try:
+        made = await request.app[WEB_KEY].sessions.login(username, password)
+    except Locked as exc:
+        return await _login_page(request, 429, text("login.locked", minutes=exc.minutes), username)
+    if made is None:
+        return await _login_page(request, 401, text("login.failed"), username)
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(SESSION_COOKIE, made[0], **cookie_flags())
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    await request.app[WEB_KEY].sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+    response = web.HTTPSeeOther("/masuk")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+async def set_language(request: web.Request) -> web.Response:
+    form = await request.post()
+    lang = str(form.get("lang", ""))
+    back = str(form.get("back", "/"))
+    response = web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+    if lang in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, **cookie_flags())
+    raise response
+
+
+def add_web_routes(app: web.Application) -> None:
+    app[WEB_KEY] = make_web(app)
+    app.router.add_get("/masuk", login_form)
+    app.router.add_post("/masuk", login)
+    app.router.add_post("/keluar", logout)
+    app.router.add_post("/bahasa", set_language)
+    app.router.add_static("/static/", HERE / "static", append_version=False)

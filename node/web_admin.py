@@ -1,0 +1,121 @@
+"""The Admin page: devices of the network (LAN enrollment by six-digit code, revoke),
+operator accounts, and places for the USB drive and hub settings still to come.
+
+Admin role only. Admitting and revoking need the network root key on this device and its
+passphrase, typed into the form; the slow key derivation runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from simpul.crypto.enrollment import pairing_code
+from simpul.node import membership
+from simpul.node.api import NODE_KEY
+from simpul.node.cli_support import EXPECTED_ERRORS
+from simpul.node.web import TEXT, operator_of, page
+from simpul.sync.operators import ROLES
+
+log = logging.getLogger(__name__)
+
+ADMIN = "admin"
+
+
+def devices(data_dir: Any, member: membership.Membership | None) -> list[dict[str, Any]]:
+    if member is None:
+        return []
+    now = datetime.now(UTC)
+    names = membership.admitted_devices(data_dir)
+    names.setdefault(member.certificate.node_id, member.certificate.name)
+    return [
+        {"node_id": node_id, "name": name, "revoked": member.revocations.is_revoked(node_id, now)}
+        for node_id, name in sorted(names.items(), key=lambda item: item[1])
+    ]
+
+
+async def admin_page(request: web.Request, status: int = 200, **outcome: str) -> web.Response:
+    operator_of(request, ADMIN)
+    node = request.app[NODE_KEY]
+    member = membership.load_membership(node.data_dir)
+    admits = member is not None and membership.admits_devices(node.data_dir)
+    waiting = membership.pending_requests(node.data_dir) if admits else []
+    return page(
+        request,
+        "admin.html",
+        http_status=status,
+        member=member,
+        admits=admits,
+        this_node=node.node_id,
+        devices=devices(node.data_dir, member),
+        waiting=waiting,
+        operators=await node.operators.list_all(),
+        roles=ROLES,
+        done=outcome.get("done", ""),
+        failed=outcome.get("failed", ""),
+    )
+
+
+async def admin_view(request: web.Request) -> web.Response:
+    return await admin_page(request)
+
+
+def _admit(data_dir: Any, code: str, scope: str, passphrase: str) -> str:
+    request = membership.request_with_code(data_dir, code)
+    grant = membership.admit_request(
+        data_dir, request, pairing_code(request), passphrase, "office", [scope], None
+    )
+    membership.store_grant(data_dir, request.node_id, grant)
+    return request.node_id
+
+
+async def admit(request: web.Request) -> web.Response:
+    session = operator_of(request, ADMIN)
+    form = await request.post()
+    data_dir = request.app[NODE_KEY].data_dir
+    code, scope = str(form.get("code", "")).strip(), str(form.get("scope", "")).strip()
+    try:
+        node_id = await asyncio.to_thread(
+            _admit, data_dir, code, scope, str(form.get("passphrase", ""))
+        )
+    except EXPECTED_ERRORS as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    log.info("page admit node_id=%s by=%s", node_id, session.operator.username)
+    return await admin_page(request, done=request[TEXT]("adm.admitted", node=node_id))
+
+
+async def revoke(request: web.Request) -> web.Response:
+    session = operator_of(request, ADMIN)
+    form = await request.post()
+    data_dir = request.app[NODE_KEY].data_dir
+    node_id, reason = str(form.get("node_id", "")), str(form.get("reason", "")).strip()
+    try:
+        await asyncio.to_thread(
+            membership.revoke, data_dir, node_id, reason, str(form.get("passphrase", ""))
+        )
+    except EXPECTED_ERRORS as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    log.info("page revoke node_id=%s by=%s", node_id, session.operator.username)
+    return await admin_page(request, done=request[TEXT]("adm.revoked_done", node=node_id))
+
+
+async def add_operator(request: web.Request) -> web.Response:
+    operator_of(request, ADMIN)
+    form = await request.post()
+    name, role = str(form.get("username", "")).strip().lower(), str(form.get("role", ""))
+    try:
+        await request.app[NODE_KEY].operators.add(name, role, str(form.get("password", "")))
+    except EXPECTED_ERRORS as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    return await admin_page(request, done=request[TEXT]("adm.operator_added", name=name))
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/admin", admin_view)
+    app.router.add_post("/admin/perangkat/terima", admit)
+    app.router.add_post("/admin/perangkat/cabut", revoke)
+    app.router.add_post("/admin/operator", add_operator)

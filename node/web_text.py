@@ -1,0 +1,372 @@
+"""Every string of the operator page, in Bahasa Indonesia (the default) and English, with
+Indonesian date formatting and the translation of validation messages.
+
+Templates and handlers ask `Text(lang)` for a key; a key missing from the catalogue is a
+bug the tests catch (KeyError), never a silently blank label.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+
+LANGUAGES = ("id", "en")
+DEFAULT_LANGUAGE = "id"
+
+MONTHS = {
+    "id": (
+        "Januari", "Februari", "Maret", "April", "Mei", "Juni",
+        "Juli", "Agustus", "September", "Oktober", "November", "Desember",
+    ),
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+}  # fmt: skip
+
+# key: (Bahasa Indonesia, English)
+CATALOGUE: dict[str, tuple[str, str]] = {
+    "app": ("Simpul", "Simpul"),
+    "nav.home": ("Beranda", "Home"),
+    "nav.households": ("Data keluarga", "Households"),
+    "nav.proposals": ("Usulan", "Proposals"),
+    "nav.conflicts": ("Konflik", "Conflicts"),
+    "nav.admin": ("Admin", "Admin"),
+    "nav.logout": ("Keluar", "Log out"),
+    "nav.menu": ("Menu utama", "Main menu"),
+    "lang.switch": ("English", "Bahasa Indonesia"),
+    "lang.label": ("Bahasa", "Language"),
+    "skip": ("Langsung ke isi", "Skip to content"),
+    "logged_in_as": ("Masuk sebagai", "Logged in as"),
+    "role.operator": ("operator", "operator"),
+    "role.verifier": ("verifikator", "verifier"),
+    "role.admin": ("admin", "admin"),
+    "unavailable": ("belum tersedia", "not available yet"),
+    # login
+    "login.title": ("Masuk", "Log in"),
+    "login.username": ("Nama pengguna", "Username"),
+    "login.password": ("Kata sandi", "Password"),
+    "login.submit": ("Masuk", "Log in"),
+    "login.failed": ("Nama pengguna atau kata sandi salah.", "Wrong username or password."),
+    "login.locked": (
+        "Terlalu banyak percobaan gagal. Coba lagi setelah {minutes} menit.",
+        "Too many failed attempts. Try again in {minutes} minutes.",
+    ),
+    "login.first": (
+        "Belum ada akun. Admin membuat akun pertama di terminal komputer ini:",
+        "No account yet. The admin makes the first one in a terminal on this computer:",
+    ),
+    "login.expired": ("Silakan masuk dulu.", "Please log in first."),
+    # errors
+    "error.csrf": (
+        "Formulir kedaluwarsa atau tidak sah. Muat ulang halaman lalu coba lagi.",
+        "The form expired or is not valid. Reload the page and try again.",
+    ),
+    "error.forbidden": (
+        "Peran Anda tidak boleh melakukan ini.",
+        "Your role may not do this.",
+    ),
+    "error.not_found": ("Data tidak ditemukan.", "Not found."),
+    "error.title": ("Tidak bisa", "Not possible"),
+    "error.back": ("Kembali ke beranda", "Back to home"),
+    "error.out_of_scope": (
+        "Wilayah ini di luar cakupan tulis perangkat ini.",
+        "This region is outside this device's write scope.",
+    ),
+    "error.fix": (
+        "Ada {count} isian yang perlu diperbaiki. Lihat pesan merah di bawah.",
+        "{count} fields need fixing. See the red messages below.",
+    ),
+    # dashboard
+    "home.title": ("Beranda", "Home"),
+    "home.by_status": ("Keluarga menurut status usulan", "Households by proposal status"),
+    "home.by_village": ("Keluarga menurut desa", "Households by village"),
+    "home.villages_more": ("{shown} dari {total} desa", "{shown} of {total} villages"),
+    "home.total": ("Jumlah keluarga", "Households"),
+    "home.peers": ("Komputer lain di jaringan", "Other computers in the network"),
+    "home.no_peers": ("Belum ada komputer lain.", "No other computer yet."),
+    "home.peer_online": ("tersambung", "online"),
+    "home.peer_offline": ("tidak tersambung", "offline"),
+    "home.last_sync": ("sinkron terakhir", "last sync"),
+    "home.never": ("belum pernah", "never"),
+    "home.hub": ("Terkirim ke pusat (hub)", "Delivered to the district hub"),
+    "home.usb": ("Drive USB", "USB drive"),
+    "home.uplink": ("Kuota internet (uplink)", "Internet quota (uplink)"),
+    "home.conflicts": ("Konflik menunggu", "Conflicts waiting"),
+    "home.node": ("Perangkat ini", "This device"),
+    "home.network": ("Jaringan", "Network"),
+    "home.no_network": (
+        "belum bergabung ke jaringan (sinkron LAN mati)",
+        "not in a network yet (LAN sync off)",
+    ),
+    "home.pending": ("Perubahan menunggu data pendahulu", "Changes waiting for earlier ones"),
+    # households
+    "hh.title": ("Data keluarga", "Households"),
+    "hh.new": ("Tambah keluarga", "Add household"),
+    "hh.search": ("Cari NIK, No. KK atau nama", "Search NIK, KK number or name"),
+    "hh.search_submit": ("Cari", "Search"),
+    "hh.village": ("Desa (kode wilayah)", "Village (region code)"),
+    "hh.status": ("Status usulan", "Proposal status"),
+    "hh.all": ("Semua", "All"),
+    "hh.found": ("{total} keluarga", "{total} households"),
+    "hh.none": ("Tidak ada keluarga yang cocok.", "No matching household."),
+    "hh.page": ("Halaman {page} dari {pages}", "Page {page} of {pages}"),
+    "hh.prev": ("Sebelumnya", "Previous"),
+    "hh.next": ("Berikutnya", "Next"),
+    "hh.head": ("Kepala keluarga", "Head of household"),
+    "hh.members_count": ("Anggota", "Members"),
+    "hh.updated": ("Diubah", "Changed"),
+    "hh.edit": ("Ubah", "Edit"),
+    "hh.saved": ("Tersimpan.", "Saved."),
+    "hh.history": ("Riwayat perubahan", "Change history"),
+    "hh.history_who": ("Oleh", "By"),
+    "hh.history_when": ("Waktu", "When"),
+    "hh.history_node": ("Perangkat", "Device"),
+    "hh.history_fields": ("Isian", "Fields"),
+    "hh.this_node": ("perangkat ini", "this device"),
+    "hh.hub": ("Terkirim ke pusat", "Delivered to the hub"),
+    "hh.hub_yes": ("sudah terkirim ke pusat", "delivered to the hub"),
+    "hh.hub_no": ("belum terkirim ke pusat", "not yet at the hub"),
+    "hh.conflict_note": (
+        "Ada isian yang diubah bersamaan di dua perangkat.",
+        "Some fields were changed at the same time on two devices.",
+    ),
+    "hh.see_conflicts": ("Selesaikan di halaman Konflik", "Settle them on the Conflicts page"),
+    "hh.form_new": ("Keluarga baru", "New household"),
+    "hh.form_edit": ("Ubah data keluarga", "Edit household"),
+    "hh.section_family": ("Data keluarga", "Household"),
+    "hh.section_house": ("Kondisi rumah", "House"),
+    "hh.section_members": ("Anggota keluarga", "Members"),
+    "hh.member": ("Anggota {n}", "Member {n}"),
+    "hh.add_member": ("Tambah anggota", "Add member"),
+    "hh.remove_member": ("Hapus anggota ini", "Remove this member"),
+    "hh.save": ("Simpan", "Save"),
+    "hh.cancel": ("Batal", "Cancel"),
+    "hh.choose": ("— pilih —", "— choose —"),
+    "hh.member_note": (
+        "Anggota yang dicentang 'hapus' dibuang saat disimpan.",
+        "Members ticked 'remove' are removed when saved.",
+    ),
+    "field.kode_wilayah": ("Kode wilayah (10 angka)", "Region code (10 digits)"),
+    "field.no_kk": ("No. KK (16 angka)", "Family card number (16 digits)"),
+    "field.dusun": ("Dusun", "Hamlet"),
+    "field.rt": ("RT", "RT"),
+    "field.rw": ("RW", "RW"),
+    "field.alamat": ("Alamat", "Address"),
+    "field.desil": ("Desil (1-10)", "Decile (1-10)"),
+    "field.status_usulan": ("Status usulan", "Proposal status"),
+    "field.catatan_usulan": ("Catatan usulan", "Proposal note"),
+    "field.program": ("Program bantuan", "Programmes"),
+    "field.rumah": ("Rumah", "House"),
+    "field.rumah.lantai": ("Lantai", "Floor"),
+    "field.rumah.dinding": ("Dinding", "Walls"),
+    "field.rumah.atap": ("Atap", "Roof"),
+    "field.rumah.sumber_air": ("Sumber air", "Water source"),
+    "field.anggota": ("Anggota", "Members"),
+    "field.nik": ("NIK (16 angka)", "NIK (16 digits)"),
+    "field.nama": ("Nama lengkap", "Full name"),
+    "field.tanggal_lahir": ("Tanggal lahir", "Date of birth"),
+    "field.jenis_kelamin": ("Jenis kelamin", "Sex"),
+    "field.hubungan": ("Hubungan dengan kepala keluarga", "Relation to the head"),
+    "field.pekerjaan": ("Pekerjaan", "Occupation"),
+    "sex.L": ("Laki-laki", "Male"),
+    "sex.P": ("Perempuan", "Female"),
+    # proposals
+    "status.draft": ("draf", "draft"),
+    "status.diusulkan": ("diusulkan", "proposed"),
+    "status.diverifikasi": ("diverifikasi", "verified"),
+    "status.dikembalikan": ("dikembalikan", "returned"),
+    "status.ditolak": ("ditolak", "rejected"),
+    "status.disahkan": ("disahkan", "approved"),
+    "move.diusulkan": ("Usulkan", "Propose"),
+    "move.diverifikasi": ("Verifikasi", "Verify"),
+    "move.dikembalikan": ("Kembalikan", "Return"),
+    "move.ditolak": ("Tolak", "Reject"),
+    "move.disahkan": ("Sahkan", "Approve"),
+    "prop.title": ("Usulan", "Proposals"),
+    "prop.reason": (
+        "Alasan (wajib untuk kembalikan / tolak)",
+        "Reason (needed to return / reject)",
+    ),
+    "prop.need_reason": (
+        "Tulis alasannya dulu, lalu tekan lagi.",
+        "Write the reason first, then press again.",
+    ),
+    "prop.none_allowed": (
+        "Tidak ada langkah usulan untuk peran Anda pada status ini.",
+        "No proposal step for your role at this status.",
+    ),
+    "prop.note": ("Catatan", "Note"),
+    "prop.moved": ("Status usulan sekarang: {status}.", "Proposal status is now: {status}."),
+    # conflicts
+    "conf.title": ("Konflik", "Conflicts"),
+    "conf.none": ("Tidak ada konflik.", "No conflicts."),
+    "conf.intro": (
+        "Isian berikut diubah bersamaan di dua perangkat. Pilih nilai yang benar "
+        "atau tulis nilai perbaikan.",
+        "These fields were changed at the same time on two devices. Pick the right value "
+        "or type a corrected one.",
+    ),
+    "conf.value": ("Nilai", "Value"),
+    "conf.by": ("oleh {operator} di {node}, {at}", "by {operator} on {node}, {at}"),
+    "conf.other": ("Nilai lain:", "Another value:"),
+    "conf.choose": ("Pakai pilihan ini", "Use this choice"),
+    "conf.resolved": ("Konflik selesai.", "Conflict settled."),
+    "conf.only_verifier": (
+        "Hanya verifikator atau admin yang dapat menyelesaikan konflik.",
+        "Only a verifier or an admin can settle conflicts.",
+    ),
+    "conf.pick_one": ("Pilih salah satu nilai atau tulis nilai lain.", "Pick a value or type one."),
+    # admin
+    "adm.title": ("Admin", "Admin"),
+    "adm.devices": ("Perangkat di jaringan", "Devices in the network"),
+    "adm.device_name": ("Nama", "Name"),
+    "adm.node_id": ("ID perangkat", "Device id"),
+    "adm.revoked": ("dicabut", "revoked"),
+    "adm.no_network": (
+        "Perangkat ini belum punya jaringan. Buat dengan `simpul network create` di terminal.",
+        "This device has no network yet. Create one with `simpul network create`.",
+    ),
+    "adm.no_root": (
+        "Kunci akar jaringan tidak ada di perangkat ini: menerima dan mencabut perangkat "
+        "dilakukan di perangkat admin.",
+        "The network root key is not on this device: admitting and revoking happen on "
+        "the admin's device.",
+    ),
+    "adm.waiting": ("Perangkat yang menunggu diterima", "Devices waiting to be admitted"),
+    "adm.none_waiting": ("Tidak ada perangkat yang menunggu.", "No device is waiting."),
+    "adm.admit": ("Terima perangkat dengan kode", "Admit a device by its code"),
+    "adm.code": ("Kode 6 angka di layar perangkat baru", "6-digit code on the new device"),
+    "adm.scope": ("Cakupan wilayah (awalan kode)", "Region scope (code prefix)"),
+    "adm.passphrase": ("Kata sandi kunci akar", "Root key passphrase"),
+    "adm.admit_submit": ("Terima", "Admit"),
+    "adm.admitted": ("Perangkat {node} diterima.", "Device {node} admitted."),
+    "adm.revoke": ("Cabut", "Revoke"),
+    "adm.reason": ("Alasan pencabutan", "Reason"),
+    "adm.revoked_done": ("Perangkat {node} dicabut.", "Device {node} revoked."),
+    "adm.operators": ("Operator", "Operators"),
+    "adm.add_operator": ("Tambah operator", "Add operator"),
+    "adm.role": ("Peran", "Role"),
+    "adm.operator_added": ("Operator {name} ditambahkan.", "Operator {name} added."),
+    "adm.usb": ("Drive USB", "USB drive"),
+    "adm.usb_note": (
+        "Sinkron lewat drive USB ('gunakan drive ini', kemajuan, 'selesai, aman dicabut') "
+        "belum tersedia.",
+        "Sync by USB drive ('use this drive', progress, 'done, safe to unplug') is not "
+        "available yet.",
+    ),
+    "adm.hub": ("Pusat (hub) dan kuota", "Hub and quota"),
+    "adm.hub_note": (
+        "Pengaturan alamat pusat dan kuota internet belum tersedia.",
+        "Hub address and internet quota settings are not available yet.",
+    ),
+}
+
+_VALIDATION: list[tuple[re.Pattern[str], tuple[str, str]]] = [
+    (re.compile(r"^is required$"), ("wajib diisi", "is required")),
+    (re.compile(r"^must not be empty$"), ("wajib diisi", "must not be empty")),
+    (
+        re.compile(r"^expected exactly (\d+) digits, got (.*)$"),
+        ("harus tepat {0} angka, tertulis {1}", "must be exactly {0} digits, got {1}"),
+    ),
+    (
+        re.compile(r"^expected 1 to 3 digits, got (.*)$"),
+        ("harus 1 sampai 3 angka, tertulis {0}", "must be 1 to 3 digits, got {0}"),
+    ),
+    (
+        re.compile(r"^expected one of (.*); got (.*)$"),
+        ("pilih salah satu: {0}", "choose one of: {0}"),
+    ),
+    (
+        re.compile(r"^expected a whole number from (\d+) to (\d+).*$"),
+        ("harus angka bulat {0} sampai {1}", "must be a whole number from {0} to {1}"),
+    ),
+    (
+        re.compile(r"^expected a date as YYYY-MM-DD.*$"),
+        ("isi tanggal yang lengkap", "enter a complete date"),
+    ),
+    (re.compile(r"^(.*) is not a real date$"), ("{0} bukan tanggal yang ada", "{0} is not a date")),
+    (re.compile(r"^(.*) is in the future$"), ("{0} belum terjadi", "{0} is in the future")),
+    (
+        re.compile(r"^must be at most (\d+) characters.*$"),
+        ("paling banyak {0} huruf", "at most {0} characters"),
+    ),
+    (
+        re.compile(r"^a household needs at least one member$"),
+        ("keluarga perlu paling sedikit satu anggota", "a household needs at least one member"),
+    ),
+    (
+        re.compile(r"^NIK (\d+) is already used by .*$"),
+        ("NIK {0} sudah dipakai anggota lain di keluarga ini", "NIK {0} is used by another member"),
+    ),
+    (
+        re.compile(r"^NIK (\d+) is that of a woman .* but jenis_kelamin is L$"),
+        (
+            "NIK {0} milik perempuan (tanggal lahir + 40), tetapi jenis kelamin Laki-laki",
+            "NIK {0} is a woman's (birth day + 40) but sex is Male",
+        ),
+    ),
+    (
+        re.compile(r"^NIK (\d+) is that of a man .* but jenis_kelamin is P$"),
+        (
+            "NIK {0} milik laki-laki, tetapi jenis kelamin Perempuan",
+            "NIK {0} is a man's but sex is Female",
+        ),
+    ),
+    (
+        re.compile(r"^NIK (\d+) gives birth date (\S+) .* but tanggal_lahir is (\S+)$"),
+        (
+            "angka 7-12 NIK {0} menunjukkan lahir {1} (HH-BB-TT), tidak cocok dengan tanggal lahir",
+            "digits 7-12 of NIK {0} give birth date {1} (DD-MM-YY), not the date of birth",
+        ),
+    ),
+    (
+        re.compile(r"^digits 7-\d+ of NIK (\d+) .*$"),
+        (
+            "angka 7-12 NIK {0} harus tanggal lahir (HHBBTT, hari + 40 untuk perempuan)",
+            "digits 7-12 of NIK {0} must be the birth date (DDMMYY, day + 40 for women)",
+        ),
+    ),
+]
+
+
+class Text:
+    """The catalogue in one language: `text("key", name=value)`, dates, messages."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+        self._column = LANGUAGES.index(self.lang)
+
+    def __call__(self, key: str, **values: object) -> str:
+        text = CATALOGUE[key][self._column]
+        return text.format(**values) if values else text
+
+    def date(self, value: str | date | None) -> str:
+        """`21 Maret 1988` (or `21 March 1988`); "" for no date, the text for a bad one."""
+        if not value:
+            return ""
+        try:
+            day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+        except ValueError:
+            return str(value)
+        return f"{day.day} {MONTHS[self.lang][day.month - 1]} {day.year}"
+
+    def moment(self, iso: str | None) -> str:
+        """An ISO UTC timestamp in this device's local time: `21 Maret 1988 14.05`."""
+        if not iso:
+            return self("home.never")
+        try:
+            when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+        except ValueError:
+            return iso
+        clock = f"{when:%H.%M}" if self.lang == "id" else f"{when:%H:%M}"
+        return f"{self.date(when.date())} {clock}"
+
+    def validation(self, message: str) -> str:
+        """A validation message of sync/household.py in this language (the original when
+        no pattern matches, so nothing is hidden)."""
+        for pattern, texts in _VALIDATION:
+            match = pattern.match(message)
+            if match:
+                return texts[self._column].format(*match.groups())
+        return message
