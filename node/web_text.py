@@ -341,6 +341,11 @@ class Text:
         text = CATALOGUE[key][self._column]
         return text.format(**values) if values else text
 
+    def label(self, field: str) -> str:
+        """A record field's label ("rumah.atap" -> "Atap"), or the name itself."""
+        texts = CATALOGUE.get(f"field.{field}")
+        return texts[self._column] if texts else field
+
     def date(self, value: str | date | None) -> str:
         """`21 Maret 1988` (or `21 March 1988`); "" for no date, the text for a bad one."""
         if not value:
