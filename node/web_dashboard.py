@@ -48,7 +48,8 @@ async def dashboard(request: web.Request) -> web.Response:
     operator_of(request)
     node = request.app[NODE_KEY]
     status = await status_of(node)
-    villages, village_total = await record_stats.by_village(node.db, VILLAGES_SHOWN)
+    villages = await record_stats.by_village(node.db)
+    busiest = sorted(villages, key=lambda village: (-village[1], village[0]))[:VILLAGES_SHOWN]
     _, conflicts = await record_stats.conflicted(node.db, 0)
     return page(
         request,
@@ -56,8 +57,8 @@ async def dashboard(request: web.Request) -> web.Response:
         facts=status,
         by_status=await record_stats.by_status(node.db),
         statuses=STATUS_USULAN,
-        villages=villages,
-        village_total=village_total,
+        villages=busiest,
+        village_total=len(villages),
         peers=peer_rows(status["peers"]),
         conflicts=conflicts,
         planned={part: status.get(part) for part in PLANNED_PARTS},

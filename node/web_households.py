@@ -97,7 +97,7 @@ async def household_list(request: web.Request) -> web.Response:
     operator_of(request)
     status = request.query.get("status", "")
     found = await search_page(request, status if status in STATUS_USULAN else None)
-    villages = await record_stats.villages(request.app[NODE_KEY].db)
+    villages = [code for code, _ in await record_stats.by_village(request.app[NODE_KEY].db)]
     return page(request, "households.html", villages=villages, statuses=STATUS_USULAN, **found)
 
 
