@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,20 @@ async def launch(playwright: Any, executable: str = CHROMIUM) -> Any:
     )
 
 
-async def log_in(browser: Any, base: str, username: str, viewport: dict | None = None) -> Any:
-    """A new browser context (own cookies) logged in as `username`; returns its page."""
+async def log_in(
+    browser: Any,
+    base: str,
+    username: str,
+    viewport: dict | None = None,
+    on_request: Callable[[Any], None] | None = None,
+) -> Any:
+    """A new browser context (own cookies) logged in as `username`; returns its page.
+
+    `on_request` sees every request of the context, from the login page on.
+    """
     context = await browser.new_context(viewport=viewport or LAPTOP, locale="id-ID")
+    if on_request is not None:
+        context.on("request", on_request)
     page = await context.new_page()
     await page.goto(f"{base}/masuk")
     await page.fill("#username", username)
