@@ -9,12 +9,14 @@ field someone else changed meanwhile (on this node or synced in) is not overwrit
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from simpul.sync.household import MEMBER_FIELDS, RUMAH_FIELDS
 from simpul.sync.record_doc import MEMBERS
 
+TYPED_DATE = re.compile(r"(\d{1,2})[-/. ](\d{1,2})[-/. ](\d{4})")
 TOP_FIELDS = ("kode_wilayah", "no_kk", "dusun", "rt", "rw", "alamat", "desil")
 MAX_MEMBERS = 40
 ORIGINAL = "asal"
@@ -31,6 +33,16 @@ def blank_household() -> dict[str, Any]:
         "rumah": {field: "" for field in RUMAH_FIELDS},
         MEMBERS: [blank_member()],
     }
+
+
+def iso_date(typed: str) -> str:
+    """A date as operators write it (21-03-1988, 21/3/1988) in ISO form; other text as it
+    is (ISO passes, anything else is left for validation to report)."""
+    match = TYPED_DATE.fullmatch(typed.strip())
+    if match is None:
+        return typed
+    day, month, year = match.groups()
+    return f"{year}-{int(month):02d}-{int(day):02d}"
 
 
 def _count(form: Mapping[str, Any]) -> int:
@@ -55,6 +67,7 @@ def household_from_form(form: Any) -> dict[str, Any]:
         if form.get(prefix + "hapus"):
             continue
         member = {f: str(form.get(prefix + f, "")).strip() for f in MEMBER_FIELDS}
+        member["tanggal_lahir"] = iso_date(member["tanggal_lahir"])
         member_id = str(form.get(prefix + "id", ""))
         members.append({"id": member_id, **member} if member_id else member)
     household[MEMBERS] = members

@@ -165,7 +165,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "field.anggota": ("Anggota", "Members"),
     "field.nik": ("NIK (16 angka)", "NIK (16 digits)"),
     "field.nama": ("Nama lengkap", "Full name"),
-    "field.tanggal_lahir": ("Tanggal lahir", "Date of birth"),
+    "field.tanggal_lahir": ("Tanggal lahir (HH-BB-TTTT)", "Date of birth (DD-MM-YYYY)"),
     "field.jenis_kelamin": ("Jenis kelamin", "Sex"),
     "field.hubungan": ("Hubungan dengan kepala keluarga", "Relation to the head"),
     "field.pekerjaan": ("Pekerjaan", "Occupation"),
@@ -283,7 +283,10 @@ _VALIDATION: list[tuple[re.Pattern[str], tuple[str, str]]] = [
     ),
     (
         re.compile(r"^expected a date as YYYY-MM-DD.*$"),
-        ("isi tanggal yang lengkap", "enter a complete date"),
+        (
+            "tulis tanggal seperti 21-03-1988 (hari-bulan-tahun)",
+            "write the date like 21-03-1988 (day-month-year)",
+        ),
     ),
     (re.compile(r"^(.*) is not a real date$"), ("{0} bukan tanggal yang ada", "{0} is not a date")),
     (re.compile(r"^(.*) is in the future$"), ("{0} belum terjadi", "{0} is in the future")),
@@ -355,6 +358,14 @@ class Text:
         except ValueError:
             return str(value)
         return f"{day.day} {MONTHS[self.lang][day.month - 1]} {day.year}"
+
+    def typed(self, value: str) -> str:
+        """An ISO date as operators type it (21-03-1988); other text unchanged."""
+        try:
+            day = date.fromisoformat(value)
+        except (TypeError, ValueError):
+            return value
+        return f"{day.day:02d}-{day.month:02d}-{day.year}"
 
     def moment(self, iso: str | None) -> str:
         """An ISO UTC timestamp in this device's local time: `21 Maret 1988 14.05`."""

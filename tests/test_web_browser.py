@@ -236,7 +236,7 @@ async def test_edit_on_node_a_shows_on_node_b_after_sync(office: Office) -> None
 
     await eventually(shown_on_b, "node B's page shows the edit made on node A")
     history = await page_b.inner_text("section:has(h2:text('Riwayat perubahan'))")
-    assert "ani" in history and "alamat" in history
+    assert "ani" in history and "Alamat" in history
     for page in (page_a, page_b):
         await page.context.close()
 
@@ -404,4 +404,67 @@ async def test_english_is_one_click_away(office: Office) -> None:
     await page.click("button:text('Bahasa Indonesia')")
     assert await page.inner_text("h1") == "Beranda"
     assert await page.evaluate("document.documentElement.lang") == "id"
+    await page.context.close()
+
+
+async def test_household_form_works_with_the_keyboard_alone(office: Office) -> None:
+    page = await log_in(office.browser, office.a.url, "ani")
+    await page.goto(f"{office.a.url}/keluarga/baru")
+
+    async def focused() -> str:
+        return await page.evaluate("document.activeElement.id || document.activeElement.name")
+
+    for _ in range(40):  # from the top of the page, Tab reaches the first field
+        await page.keyboard.press("Tab")
+        if await focused() == "f-kode_wilayah":
+            break
+    assert await focused() == "f-kode_wilayah"
+    data = household(5)
+    member = data["anggota"][0]
+    typed = [
+        ("f-kode_wilayah", data["kode_wilayah"]),
+        ("f-no_kk", data["no_kk"]),
+        ("f-dusun", data["dusun"]),
+        ("f-rt", data["rt"]),
+        ("f-rw", data["rw"]),
+        ("f-alamat", data["alamat"]),
+        ("f-desil", "2"),
+    ]
+    for element_id, value in typed:
+        assert await focused() == element_id
+        await page.keyboard.type(value)
+        await page.keyboard.press("Tab")
+    await page.keyboard.press("Space")  # the first programme, PKH
+    for _ in range(4):  # past the other programmes to the house
+        await page.keyboard.press("Tab")
+    for element_id, first_letters in (
+        ("f-rumah.lantai", "Se"),
+        ("f-rumah.dinding", "Te"),
+        ("f-rumah.atap", "Se"),
+        ("f-rumah.sumber_air", "PD"),
+        ("f-anggota-0-nik", member["nik"]),
+        ("f-anggota-0-nama", member["nama"]),
+    ):
+        assert await focused() == element_id
+        await page.keyboard.type(first_letters)
+        await page.keyboard.press("Tab")
+    assert await focused() == "f-anggota-0-tanggal_lahir"
+    await page.keyboard.type("21-03-1988")  # as operators write dates
+    await page.keyboard.press("Tab")
+    for element_id, first_letters in (
+        ("f-anggota-0-jenis_kelamin", "La"),
+        ("f-anggota-0-hubungan", "Ke"),
+        ("f-anggota-0-pekerjaan", member["pekerjaan"]),
+    ):
+        assert await focused() == element_id
+        await page.keyboard.type(first_letters)
+        if element_id != "f-anggota-0-pekerjaan":
+            await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")  # Enter in a field saves the form
+    await page.wait_for_url("**?ok=hh.saved")
+    saved = await office.api("a", "ani", "GET", f"/api/v1/records/{record_id_in(page.url)}")
+    assert saved["program"] == ["PKH"]
+    assert saved["rumah"] == data["rumah"]
+    assert saved["anggota"][0]["tanggal_lahir"] == "1988-03-21"
+    assert saved["anggota"][0]["hubungan"] == "Kepala Keluarga"
     await page.context.close()
