@@ -7,6 +7,7 @@ server for pages and API writes; the admin enrols a device by its code and revok
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -273,3 +274,75 @@ def test_validation_messages_are_translated(households_jsonl: list) -> None:
     assert all(
         m != e.message for m, e in zip(translated.values(), caught.value.errors, strict=True)
     )
+
+
+def form_fields(page: str) -> list[tuple[str, str]]:
+    """What a browser would send for the page's household form (as shown, unchanged)."""
+    page = page[page.index('<form method="post" action="/keluarga/') :]
+    page = page[: page.index("</form>")]
+    sent = []
+    for tag in re.findall(r"<input\b[^>]*>", page):
+        attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', tag))
+        kind = attributes.get("type", "text")
+        if "name" not in attributes or (kind in ("checkbox", "radio") and " checked" not in tag):
+            continue
+        sent.append((attributes["name"], html.unescape(attributes.get("value", ""))))
+    for name, options in re.findall(r'<select[^>]* name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected>', options)
+        sent.append((name, html.unescape(chosen.group(1)) if chosen else ""))
+    return sent
+
+
+async def test_saving_the_form_keeps_what_others_changed_meanwhile(site: Site) -> None:
+    record_id = site.record["id"]
+    async with site.browser() as http:
+        await site.log_in(http, "ani")
+        async with http.get(f"{site.base}/keluarga/{record_id}/ubah") as response:
+            form_page = await response.text()
+        # someone else (another tab, or a synced edit) changes the desil meanwhile
+        other = 10 if site.record["desil"] != 10 else 9
+        await site.node.records.update(record_id, lambda h: {**h, "desil": other}, "vera")
+        form = [(name, value) for name, value in form_fields(form_page) if name != "alamat"] + [
+            ("alamat", "Jl. Baru 1"),
+            ("aksi", "simpan"),
+        ]
+        async with http.post(f"{site.base}/keluarga/{record_id}/ubah", data=form) as response:
+            body = await response.text()
+            assert response.status == 200 and "Tersimpan" in body, re.findall(
+                r"class=\"error\"[^>]*>([^<]*)", body
+            )
+    saved = await site.node.records.get(record_id)
+    assert (saved["alamat"], saved["desil"]) == ("Jl. Baru 1", other)
+    assert saved["anggota"] == site.record["anggota"]
+
+
+async def test_first_start_login_page_says_how_to_make_the_first_admin(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "fresh") as node:
+        server = TestServer(build_app(node), host="127.0.0.1")
+        await server.start_server()
+        async with aiohttp.ClientSession() as http, http.get(server.make_url("/masuk")) as r:
+            assert "simpul operator add NAMA --role admin" in await r.text()
+        await server.close()
+
+
+def relative_luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_text_colours_meet_wcag_aa_contrast_on_their_backgrounds() -> None:
+    css = (Path(__file__).resolve().parents[1] / "node" / "static" / "simpul.css").read_text()
+    colours = dict(re.findall(r"--([a-z-]+): (#[0-9a-f]{6})", css))
+    pairs = [
+        ("ink", "bg"), ("ink", "panel"), ("muted", "bg"), ("muted", "panel"), ("brand", "bg"),
+        ("brand", "panel"), ("brand-ink", "brand"), ("bad", "bad-bg"), ("bad", "panel"),
+        ("good", "good-bg"), ("warn", "bg"), ("warn", "panel"),
+    ]  # fmt: skip
+    for text, background in pairs:
+        lighter, darker = sorted(
+            (relative_luminance(colours[text]), relative_luminance(colours[background])),
+            reverse=True,
+        )
+        ratio = (lighter + 0.05) / (darker + 0.05)
+        assert ratio >= 4.5, f"{text} on {background}: {ratio:.2f}"
