@@ -234,6 +234,16 @@ def start_node(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     return proc, match.group(0).rstrip("/")
 
 
+def stop_node(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def peak_rss_of(pid: int) -> float:
     """VmHWM of a running process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -514,12 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             latencies, floor = http_latencies(url, token, todo, args.requests, args.warmup)
             node_rss_mb = peak_rss_of(node.pid)
         finally:
-            node.terminate()
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+            stop_node(node)
         inprocess_latencies(store, todo, latencies, args.requests, args.warmup)
     finally:
         if args.keep:

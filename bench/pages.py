@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +35,7 @@ from import_search import (
     sample_queries,
     simpul_command,
     start_node,
+    stop_node,
     write_docs,
 )
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     nik = sample_queries(csv_path)["nik"]
     work = Path(tempfile.mkdtemp(prefix="simpul-bench-pages-"))
     results: dict[str, list[float]] = {}
+    load = 0.0
     try:
         store = work / "node"
         imported = import_once(csv_path, store)
@@ -127,13 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                     if index >= args.warmup:
                         timings.append(elapsed)
                 results[label] = timings
+            load = os.getloadavg()[0]  # 1-minute average at the end of the timed requests
         finally:
-            node.terminate()
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+            stop_node(node)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info = machine()
@@ -142,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python bench/pages.py --count {args.count} --requests {args.requests}` on"
         f" {info['cpus']} CPUs ({info['model']}), {info['memory']}, Python {info['python']},"
-        f" SQLite {info['sqlite']}, {info['date']}. A logged-in session over one keep-alive"
-        " loopback connection; target ≤ 200 ms a page.",
+        f" SQLite {info['sqlite']}, {info['date']}, load average {load:.1f} (a machine"
+        " shared with other work). A logged-in session over one keep-alive loopback"
+        " connection; target ≤ 200 ms a page.",
         "",
         "| page | median ms | p95 ms | max ms | within target |",
         "| --- | ---: | ---: | ---: | --- |",
