@@ -23,7 +23,7 @@ from aiohttp import web
 
 from simpul.node.api import NODE_KEY
 from simpul.node.web_sessions import Locked, Session, Sessions
-from simpul.node.web_text import LANGUAGES, Text
+from simpul.node.web_text import DEFAULT_LANGUAGE, LANGUAGES, Text
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _is_public(path: str) -> bool:
 
 def language_of(request: web.Request) -> str:
     lang = request.cookies.get(LANG_COOKIE, "")
-    return lang if lang in LANGUAGES else "id"
+    return lang if lang in LANGUAGES else DEFAULT_LANGUAGE
 
 
 def _same(a: str, b: str) -> bool:

@@ -246,8 +246,8 @@ async def move_proposal(request: web.Request) -> web.Response:
 
     try:
         await node.records.update(record["id"], step, session.operator.username)
-    except (TransitionRefused, ValidationError, OutOfScope):
-        raise Refused(409, "error.forbidden") from None
+    except (TransitionRefused, ValidationError, OutOfScope):  # changed since checked above
+        raise Refused(409, "error.changed") from None
     log.info(
         "page proposal id=%s to=%s operator=%s", record["id"], target, session.operator.username
     )

@@ -68,6 +68,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "error.not_found": ("Data tidak ditemukan.", "Not found."),
     "error.title": ("Tidak bisa", "Not possible"),
+    "error.changed": (
+        "Data ini baru saja diubah orang lain. Buka lagi halamannya lalu ulangi.",
+        "Someone else just changed this. Open the page again and repeat.",
+    ),
     "error.back": ("Kembali ke beranda", "Back to home"),
     "error.out_of_scope": (
         "Wilayah ini di luar cakupan tulis perangkat ini.",
