@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import make_token
+from sync_peers import open_peers, sync_both_ways
 from test_network_cli import PASSPHRASE, create_network
 
 from simpul.crypto.enrollment import EnrollmentRequest, pairing_code
@@ -28,6 +29,7 @@ from simpul.node.server import build_app
 from simpul.node.web_sessions import LOCK_AFTER
 from simpul.node.web_text import CATALOGUE, Text
 from simpul.sync.household import ValidationError, validate_household
+from simpul.sync.operators import Operators
 
 PASSWORD = "kata-sandi-rahasia"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -346,3 +348,41 @@ def test_text_colours_meet_wcag_aa_contrast_on_their_backgrounds() -> None:
         )
         ratio = (lighter + 0.05) / (darker + 0.05)
         assert ratio >= 4.5, f"{text} on {background}: {ratio:.2f}"
+
+
+async def test_a_typed_correction_settles_a_conflict_and_a_bad_one_says_why(
+    tmp_path: Path, households_jsonl: list
+) -> None:
+    async with open_peers(tmp_path, 2) as (a, b):
+        record = await a.records.create(households_jsonl[3], "ani")
+        await sync_both_ways(a, b)
+        await a.records.update(record["id"], lambda h: {**h, "desil": 2}, "ani")
+        await b.records.update(record["id"], lambda h: {**h, "desil": 9}, "budi")
+        await sync_both_ways(a, b)
+        operators = Operators(a.db)
+        await operators.add("vera", "verifier", PASSWORD)
+        node = Node(tmp_path / "node0", a.key, a.db, a.records, operators)
+        server = TestServer(build_app(node), host="127.0.0.1")
+        await server.start_server()
+        site = Site(node, str(server.make_url("")).rstrip("/"), {}, record)
+        async with site.browser() as http:
+            token = await site.log_in(http, "vera")
+            async with http.get(f"{site.base}/konflik") as response:
+                shown = await response.text()
+                assert "oleh ani" in shown and "oleh budi" in shown
+            url = f"{site.base}/konflik/{record['id']}"
+            form = {"csrf": token, "field": "desil"}
+            async with http.post(url, data=form | {"nilai_lain": "sebelas"}) as response:
+                assert response.status == 422
+                assert "harus angka bulat 1 sampai 10" in await response.text()
+            async with http.post(url, data=form) as response:  # neither picked nor typed
+                assert response.status == 422
+            async with http.post(url, data=form | {"nilai_lain": "5"}) as response:
+                assert (
+                    response.url.path == "/konflik" and "Konflik selesai" in await response.text()
+                )
+        await server.close()
+        await sync_both_ways(a, b)
+        for peer in (a, b):
+            settled = await peer.records.get(record["id"])
+            assert (settled["desil"], settled["_meta"]["conflicts"]) == (5, [])
