@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import make_token
 from sync_peers import open_peers, sync_both_ways
+from test_conflicts import concurrent
 from test_network_cli import PASSPHRASE, create_network
 
 from simpul.crypto.enrollment import EnrollmentRequest, pairing_code
@@ -356,9 +357,7 @@ async def test_a_typed_correction_settles_a_conflict_and_a_bad_one_says_why(
     async with open_peers(tmp_path, 2) as (a, b):
         record = await a.records.create(households_jsonl[3], "ani")
         await sync_both_ways(a, b)
-        await a.records.update(record["id"], lambda h: {**h, "desil": 2}, "ani")
-        await b.records.update(record["id"], lambda h: {**h, "desil": 9}, "budi")
-        await sync_both_ways(a, b)
+        await concurrent(a, b, record["id"], {"desil": 2}, {"desil": 9})
         operators = Operators(a.db)
         await operators.add("vera", "verifier", PASSWORD)
         node = Node(tmp_path / "node0", a.key, a.db, a.records, operators)
