@@ -24,6 +24,7 @@ from aiohttp import web
 from simpul.node.api import NODE_KEY
 from simpul.node.web_sessions import Locked, Session, Sessions
 from simpul.node.web_text import DEFAULT_LANGUAGE, LANGUAGES, Text
+from simpul.sync.record_stats import ConflictIndex
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class Web:
-    """What the pages share: the template environment and the session store."""
+    """What the pages share: templates, the session store, the conflicted records."""
 
     templates: jinja2.Environment
     sessions: Sessions
+    conflicts: ConflictIndex
 
 
 WEB_KEY = web.AppKey("web", Web)
@@ -79,7 +81,7 @@ def make_web(app: web.Application) -> Web:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return Web(templates, Sessions(node.db, node.operators))
+    return Web(templates, Sessions(node.db, node.operators), ConflictIndex(node.records))
 
 
 def _is_page(path: str) -> bool:

@@ -1,5 +1,6 @@
 """The Admin page: devices of the network (LAN enrollment by six-digit code, revoke),
-operator accounts, and places for the USB drive and hub settings still to come.
+operator accounts, the USB drive ("gunakan drive ini" and the last sync's outcome), and a
+place for the hub settings still to come.
 
 Admin role only. Admitting and revoking need the network root key on this device and its
 passphrase, typed into the form; the slow key derivation runs off the event loop.
@@ -16,9 +17,12 @@ from aiohttp import web
 
 from simpul.crypto.enrollment import pairing_code
 from simpul.node import membership
-from simpul.node.api import NODE_KEY
+from simpul.node.api import NODE_KEY, USB_WATCHER
 from simpul.node.cli_support import EXPECTED_ERRORS
+from simpul.node.usb_status import read_status
+from simpul.node.usb_watcher import NotADrive
 from simpul.node.web import TEXT, operator_of, page
+from simpul.node.web_text import iso
 from simpul.sync.operators import ROLES
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,9 @@ async def admin_page(request: web.Request, status: int = 200, **outcome: str) ->
         waiting=waiting,
         operators=await node.operators.list_all(),
         roles=ROLES,
+        usb=read_status(node.data_dir),
+        iso=iso,
+        watching=request.app.get(USB_WATCHER) is not None,
         done=outcome.get("done", ""),
         failed=outcome.get("failed", ""),
     )
@@ -114,8 +121,24 @@ async def add_operator(request: web.Request) -> web.Response:
     return await admin_page(request, done=request[TEXT]("adm.operator_added", name=name))
 
 
+async def use_drive(request: web.Request) -> web.Response:
+    """ "Gunakan drive ini": make the drive folder a Simpul drive; the watcher syncs it."""
+    session = operator_of(request, ADMIN)
+    watcher = request.app.get(USB_WATCHER)
+    form = await request.post()
+    if watcher is None:
+        return await admin_page(request, 422, failed=request[TEXT]("adm.usb_off"))
+    try:
+        drive = watcher.use(str(form.get("path", "")))
+    except (NotADrive, OSError) as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    log.info("page usb use drive=%s by=%s", drive, session.operator.username)
+    return await admin_page(request, done=request[TEXT]("adm.usb_started", drive=drive))
+
+
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin", admin_view)
     app.router.add_post("/admin/perangkat/terima", admit)
     app.router.add_post("/admin/perangkat/cabut", revoke)
     app.router.add_post("/admin/operator", add_operator)
+    app.router.add_post("/admin/usb", use_drive)

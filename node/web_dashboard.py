@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from simpul.node.api import NODE_KEY, RESOLVERS, settle_conflict, status_of
-from simpul.node.web import TEXT, Refused, operator_of, page
+from simpul.node.web import TEXT, WEB_KEY, Refused, operator_of, page
 from simpul.node.web_households import live_record, notice
+from simpul.node.web_text import iso
 from simpul.sync import record_stats
 from simpul.sync.conflicts import UnknownField
 from simpul.sync.household import STATUS_USULAN, ValidationError
@@ -38,19 +39,13 @@ def peer_rows(peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def iso(ms: int | None) -> str | None:
-    if not ms:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
-
-
 async def dashboard(request: web.Request) -> web.Response:
     operator_of(request)
     node = request.app[NODE_KEY]
     status = await status_of(node)
     villages = await record_stats.by_village(node.db)
     busiest = sorted(villages, key=lambda village: (-village[1], village[0]))[:VILLAGES_SHOWN]
-    _, conflicts = await record_stats.conflicted(node.db, 0)
+    _, conflicts = await request.app[WEB_KEY].conflicts.conflicted(0)
     return page(
         request,
         "dashboard.html",
@@ -75,8 +70,7 @@ def typed_value(raw: str, competing: list[Any]) -> Any:
 
 async def conflicts_page(request: web.Request, **extra: Any) -> web.Response:
     session = operator_of(request)
-    node = request.app[NODE_KEY]
-    records, total = await record_stats.conflicted(node.db, CONFLICTS_SHOWN)
+    records, total = await request.app[WEB_KEY].conflicts.conflicted(CONFLICTS_SHOWN)
     return page(
         request,
         "conflicts.html",

@@ -8,6 +8,7 @@ bug the tests catch (KeyError), never a silently blank label.
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime
 
 LANGUAGES = ("id", "en")
@@ -253,12 +254,23 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "adm.role": ("Peran", "Role"),
     "adm.operator_added": ("Operator {name} ditambahkan.", "Operator {name} added."),
     "adm.usb": ("Drive USB", "USB drive"),
-    "adm.usb_note": (
-        "Sinkron lewat drive USB ('gunakan drive ini', kemajuan, 'selesai, aman dicabut') "
-        "belum tersedia.",
-        "Sync by USB drive ('use this drive', progress, 'done, safe to unplug') is not "
-        "available yet.",
+    "adm.usb_path": (
+        "Folder drive (mis. /media/simpul/sdb1)",
+        "Drive folder (e.g. /media/simpul/sdb1)",
     ),
+    "adm.usb_use": ("Gunakan drive ini", "Use this drive"),
+    "adm.usb_started": (
+        "Drive {drive} dipakai; sinkron berjalan. Tunggu 'selesai, aman dicabut'.",
+        "Drive {drive} taken into use; sync is running. Wait for 'done, safe to unplug'.",
+    ),
+    "adm.usb_off": (
+        "Node ini tidak mengawasi drive USB.",
+        "This node does not watch for USB drives.",
+    ),
+    "usb.none": ("Belum pernah sinkron lewat drive USB.", "No USB sync yet."),
+    "usb.drive": ("Drive", "Drive"),
+    "usb.state": ("Keadaan", "State"),
+    "usb.finished": ("Selesai pada", "Finished at"),
     "adm.hub": ("Pusat (hub) dan kuota", "Hub and quota"),
     "adm.hub_note": (
         "Pengaturan alamat pusat dan kuota internet belum tersedia.",
@@ -335,6 +347,13 @@ _VALIDATION: list[tuple[re.Pattern[str], tuple[str, str]]] = [
         ),
     ),
 ]
+
+
+def iso(ms: int | None) -> str | None:
+    """Unix milliseconds as an ISO UTC timestamp (for `Text.moment`), or None."""
+    if not ms:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 class Text:

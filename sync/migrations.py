@@ -146,8 +146,8 @@ MIGRATIONS: list[str] = [
     DROP TABLE record_bodies;
     ALTER TABLE record_bodies_v4 RENAME TO record_bodies;
     """,
-    # 5: the operator page: login sessions (id and CSRF token kept as SHA-256 / random),
-    # failed-login counts for lock-out, and a small index of records with open conflicts
+    # 5: the operator page: login sessions (id kept as SHA-256, with the CSRF token) and
+    # failed-login counts for lock-out
     """
     CREATE TABLE web_sessions (
         id_hash BLOB PRIMARY KEY,
@@ -161,8 +161,6 @@ MIGRATIONS: list[str] = [
         failures INTEGER NOT NULL,
         locked_until_ms INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
-    CREATE INDEX record_bodies_conflicted ON record_bodies (id)
-        WHERE json_extract(json, '$._meta.conflicts[0]') IS NOT NULL;
     """,
 ]
 

@@ -27,6 +27,8 @@ from simpul.crypto.exchange_key import ExchangeKey
 from simpul.crypto.node_key import NodeKey
 from simpul.node.runtime import Node, open_node
 from simpul.node.server import build_app
+from simpul.node.usb_drive import SIMPUL_DIR
+from simpul.node.usb_watcher import UsbWatcher
 from simpul.node.web_sessions import LOCK_AFTER
 from simpul.node.web_text import CATALOGUE, Text
 from simpul.sync.household import ValidationError, validate_household
@@ -377,11 +379,32 @@ async def test_a_typed_correction_settles_a_conflict_and_a_bad_one_says_why(
             async with http.post(url, data=form) as response:  # neither picked nor typed
                 assert response.status == 422
             async with http.post(url, data=form | {"nilai_lain": "5"}) as response:
-                assert (
-                    response.url.path == "/konflik" and "Konflik selesai" in await response.text()
-                )
+                settled_page = await response.text()
+                assert response.url.path == "/konflik" and "Konflik selesai" in settled_page
+                assert record["no_kk"] not in settled_page  # no longer listed
         await server.close()
         await sync_both_ways(a, b)
         for peer in (a, b):
             settled = await peer.records.get(record["id"])
             assert (settled["desil"], settled["_meta"]["conflicts"]) == (5, [])
+
+
+async def test_admin_takes_a_usb_drive_into_use(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "sdb1").mkdir(parents=True)
+    await make_token(tmp_path / "node", "adi", "admin")
+    async with open_node(tmp_path / "node") as node:
+        watcher = UsbWatcher(node, [media], poll_seconds=3600)
+        server = TestServer(build_app(node, watcher), host="127.0.0.1")
+        await server.start_server()
+        site = Site(node, str(server.make_url("")).rstrip("/"), {}, {})
+        async with site.browser() as http:
+            token = await site.log_in(http, "adi")
+            outside = {"csrf": token, "path": str(tmp_path)}
+            async with http.post(f"{site.base}/admin/usb", data=outside) as response:
+                assert response.status == 422 and "not a drive folder" in await response.text()
+            drive = {"csrf": token, "path": str(media / "sdb1")}
+            async with http.post(f"{site.base}/admin/usb", data=drive) as response:
+                assert response.status == 200 and "sinkron berjalan" in await response.text()
+        assert (media / "sdb1" / SIMPUL_DIR).is_dir()
+        await server.close()
