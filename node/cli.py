@@ -18,7 +18,7 @@ import click
 from simpul.crypto.node_key import verify_signature
 from simpul.node.api import status_of
 from simpul.node.cli_network import enroll, network
-from simpul.node.cli_peers import peer, peers
+from simpul.node.cli_peers import peer, peers, when
 from simpul.node.cli_support import read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
@@ -243,7 +243,8 @@ def status(data_dir: Path, as_json: bool) -> None:
     click.echo(f"peers: {len(peers)}")
     for known in peers:
         click.echo(
-            f"  {known['node_id'] or '?'}  {known['address']}  {known['state']}"
+            f"  {known['node_id'] or '?'}  {known['name'] or '-'}  {known['address']}"
+            f"  {known['state']}  last sync {when(known['last_sync_ms'])}"
             f"  sent {known['entries_sent']} received {known['entries_received']}"
             + (f"  error: {known['last_error']}" if known["last_error"] else "")
         )

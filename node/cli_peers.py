@@ -32,7 +32,8 @@ def when(ms: int | None) -> str:
 
 def peer_line(peer: Peer) -> str:
     return (
-        f"{peer.node_id or '?':32}  {peer.address:21}  {peer.source:6}  {peer.state:10}  "
+        f"{peer.node_id or '?':32}  {peer.name or '-':16}  {peer.address:21}  {peer.source:6}  "
+        f"{peer.state:10}  "
         f"seen {when(peer.last_seen_ms)}  synced {when(peer.last_sync_ms)}"
     )
 

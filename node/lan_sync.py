@@ -76,7 +76,11 @@ class LanSync:
 
     async def _served(self, report: SessionReport) -> None:
         await self.peers.mark_served(
-            report.peer, report.remote, sent=report.sent, received=report.received
+            report.peer,
+            report.remote,
+            sent=report.sent,
+            received=report.received,
+            name=report.peer_name or None,
         )
 
     def _take(self, updated: Membership) -> None:

@@ -31,7 +31,7 @@ MAX_MDNS_PEERS = 1000  # a LAN flooded with fake announcements must not fill the
 
 COLUMNS = (
     "id, node_id, network_id, host, port, source, state, first_seen_ms, last_seen_ms, "
-    "last_sync_ms, entries_sent, entries_received, last_error"
+    "last_sync_ms, entries_sent, entries_received, last_error, name"
 )
 
 
@@ -56,6 +56,7 @@ class Peer:
     entries_sent: int
     entries_received: int
     last_error: str | None
+    name: str | None  # the display name in its certificate, once a session showed it
 
     @property
     def address(self) -> str:
@@ -134,10 +135,16 @@ class PeerTable:
         return peer
 
     async def mark_served(
-        self, node_id: str, host: str | None = None, *, sent: int = 0, received: int = 0
+        self,
+        node_id: str,
+        host: str | None = None,
+        *,
+        sent: int = 0,
+        received: int = 0,
+        name: str | None = None,
     ) -> None:
-        """Count a session that peer `node_id` started with us from `host` (a no-op if it is
-        unknown); a manual peer at that host that has not learnt its node id learns it."""
+        """Count a session that peer `node_id` (named `name`) started with us from `host` (a
+        no-op if it is unknown); a manual peer at that host without a node id learns it."""
         async with self.db.write() as conn:
             if host:
                 await conn.execute(
@@ -148,9 +155,9 @@ class PeerTable:
                 )
             await conn.execute(
                 "UPDATE peers SET state = ?, last_error = NULL, last_sync_ms = ?,"
-                " entries_sent = entries_sent + ?, entries_received = entries_received + ?"
-                " WHERE node_id = ?",
-                (SYNCED, now_ms(), sent, received, node_id),
+                " entries_sent = entries_sent + ?, entries_received = entries_received + ?,"
+                " name = coalesce(?, name) WHERE node_id = ?",
+                (SYNCED, now_ms(), sent, received, name, node_id),
             )
 
     async def list_all(self) -> list[Peer]:
@@ -168,9 +175,11 @@ class PeerTable:
         received: int = 0,
         error: str | None = None,
         node_id: str | None = None,
+        name: str | None = None,
     ) -> None:
         """Record how a sync session with peer `peer_id` ended (`error` None: it succeeded);
-        `node_id`: who answered, learnt by a manual peer unless another row has that id."""
+        `node_id` and `name`: who answered (a manual peer learns its node id unless another
+        row has it)."""
         async with self.db.write() as conn:
             if node_id:
                 await conn.execute(
@@ -181,7 +190,16 @@ class PeerTable:
             await conn.execute(
                 "UPDATE peers SET state = ?, last_error = ?, "
                 "last_sync_ms = CASE WHEN ? IS NULL THEN ? ELSE last_sync_ms END, "
-                "entries_sent = entries_sent + ?, entries_received = entries_received + ? "
-                "WHERE id = ?",
-                (FAILED if error else SYNCED, error, error, now_ms(), sent, received, peer_id),
+                "entries_sent = entries_sent + ?, entries_received = entries_received + ?, "
+                "name = coalesce(?, name) WHERE id = ?",
+                (
+                    FAILED if error else SYNCED,
+                    error,
+                    error,
+                    now_ms(),
+                    sent,
+                    received,
+                    name,
+                    peer_id,
+                ),
             )

@@ -142,6 +142,7 @@ class SyncScheduler:
                 received=report.received,
                 error=clone,
                 node_id=report.peer,
+                name=report.peer_name or None,
             )
             if report.received:
                 self.poke()  # pass what we learnt on to the other peers

@@ -74,6 +74,7 @@ class SessionReport:
     """What one session moved, as seen by the side that reports it."""
 
     peer: str = ""
+    peer_name: str = ""  # the display name in the peer's certificate
     remote: str | None = None  # the peer's address, on the serving side
     received: int = 0
     sent: int = 0
@@ -240,7 +241,7 @@ class SyncServer:
         frames = await self._opening_frames(request, peer)
         theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
         self._claim(peer)
-        report = SessionReport(peer=peer.node_id, remote=request.remote)
+        report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
         try:
             headers = {"Content-Type": CONTENT_TYPE}
             if self._news is not None:
@@ -270,7 +271,7 @@ class SyncServer:
     async def push(self, request: web.Request) -> web.Response:
         peer = self._authenticate(request)
         self._claim(peer)
-        report = SessionReport(peer=peer.node_id, remote=request.remote)
+        report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
         try:
             receiver = self.engine.receiver()
             ingest = await _receive(receiver, request.content.iter_chunked(READ_CHUNK), report)
@@ -322,7 +323,7 @@ async def sync_with(
                 if response.status != 200:
                     raise SessionError(f"peer answered {response.status}: {await response.text()}")
                 peer = _session_peer(response, trust, expected_node_id)
-                report.peer = peer.node_id
+                report.peer, report.peer_name = peer.node_id, peer.name
                 report.news = response.headers.get(NEWS_HEADER, "")
                 receiver = engine.receiver()
                 ingest = await _receive(receiver, response.content.iter_chunked(READ_CHUNK), report)

@@ -162,6 +162,10 @@ MIGRATIONS: list[str] = [
         locked_until_ms INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     """,
+    # 6: each peer's display name, from the certificate it showed in its last session
+    """
+    ALTER TABLE peers ADD COLUMN name TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -95,6 +95,8 @@ async def test_two_nodes_converge_and_merge_concurrent_edits(
         # counts sessions the other side started only once it has learnt the peer's id)
         assert all(p["node_id"] for p in rows)
         assert sum(p["entries_received"] for p in rows) >= 1
+        # each side names the other as its certificate does (the enrolled node is "desa")
+        assert all(p["name"] for p in rows) and "desa" in {p["name"] for p in rows}
 
 
 def entries_held(data_dir: Path) -> int:
