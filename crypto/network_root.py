@@ -8,8 +8,9 @@ followed by the root key encrypted under the admin's passphrase::
     base64( "SRK1" | log2(N) u8 | r u8 | p u8 | salt 16 | nonce 12 | AES-256-GCM(raw key) )
     -----END SIMPUL ENCRYPTED ROOT KEY-----
 
-The AES key is scrypt(passphrase, salt, N, r, p); the header (magic through nonce) is the
-associated data. scrypt at N=2^17 costs ~0.4 s and 128 MiB per attempt, far more than the
+The AES key is scrypt(passphrase, salt, N, r, p) (`crypto/passphrase_key.py`, shared with
+backups); the header (magic through nonce) is the associated data. scrypt at N=2^17
+costs ~0.4 s and 128 MiB per attempt, far more than the
 PBKDF2-2048 that PKCS#8 `BestAvailableEncryption` uses, which matters for a key guarded
 only by a passphrase on a flash drive. The file is written 0600 and atomically.
 """
@@ -20,7 +21,6 @@ import base64
 import logging
 import os
 import re
-import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,11 +30,17 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from simpul.crypto import x509_profile
 from simpul.crypto.clock import utc
 from simpul.crypto.node_key import write_private_file
+from simpul.crypto.passphrase_key import (
+    DEFAULT_LOG2_N,
+    MAX_LOG2_N,
+    MIN_LOG2_N,
+    PassphraseKey,
+    PassphraseKeyError,
+)
 from simpul.crypto.scope import normalise_scope
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,7 @@ CLOCK_SKEW = timedelta(hours=1)
 """Certificates start this long before their issue time: office clocks drift."""
 
 _KEY_MAGIC = b"SRK1"
-_KEY_HEADER = struct.Struct(">4sBBB16s12s")
+_NONCE_BYTES = 12
 _KEY_PEM_LABEL = "SIMPUL ENCRYPTED ROOT KEY"
 _KEY_PEM = re.compile(
     rb"-----BEGIN "
@@ -54,11 +60,7 @@ _KEY_PEM = re.compile(
     + rb"-----",
     re.DOTALL,
 )
-DEFAULT_SCRYPT_LOG2_N = 17
-_SCRYPT_R = 8
-_SCRYPT_P = 1
-_MIN_SCRYPT_LOG2_N = 14
-_MAX_SCRYPT_LOG2_N = 22
+DEFAULT_SCRYPT_LOG2_N = DEFAULT_LOG2_N
 _RAW_KEY_BYTES = 32
 
 
@@ -70,35 +72,34 @@ class WrongPassphrase(RootKeyError):
     """The passphrase does not decrypt the root key."""
 
 
-def _aes_key(passphrase: str, salt: bytes, log2_n: int) -> bytes:
+def _aes_key(passphrase: str, how: PassphraseKey) -> bytes:
     if not passphrase:
         raise RootKeyError("the root key passphrase must not be empty")
-    kdf = Scrypt(salt=salt, length=32, n=1 << log2_n, r=_SCRYPT_R, p=_SCRYPT_P)
-    return kdf.derive(passphrase.encode("utf-8"))
+    return how.derive(passphrase)
 
 
 def _encrypt_key(key: Ed25519PrivateKey, passphrase: str, log2_n: int) -> bytes:
-    salt, nonce = os.urandom(16), os.urandom(12)
-    header = _KEY_HEADER.pack(_KEY_MAGIC, log2_n, _SCRYPT_R, _SCRYPT_P, salt, nonce)
+    how = PassphraseKey.new(_KEY_MAGIC, log2_n)
+    header = how.pack() + os.urandom(_NONCE_BYTES)
     raw = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
-    sealed = AESGCM(_aes_key(passphrase, salt, log2_n)).encrypt(nonce, raw, header)
+    sealed = AESGCM(_aes_key(passphrase, how)).encrypt(header[-_NONCE_BYTES:], raw, header)
     return header + sealed
 
 
 def _decrypt_key(blob: bytes, passphrase: str) -> Ed25519PrivateKey:
-    if len(blob) != _KEY_HEADER.size + _RAW_KEY_BYTES + 16:
+    header_size = PassphraseKey.SIZE + _NONCE_BYTES
+    if len(blob) != header_size + _RAW_KEY_BYTES + 16:
         raise RootKeyError("encrypted root key has the wrong length")
-    header = blob[: _KEY_HEADER.size]
-    magic, log2_n, r, p, salt, nonce = _KEY_HEADER.unpack(header)
-    if magic != _KEY_MAGIC or not _MIN_SCRYPT_LOG2_N <= log2_n <= _MAX_SCRYPT_LOG2_N:
-        raise RootKeyError("unknown encrypted root key format or parameters")
-    if (r, p) != (_SCRYPT_R, _SCRYPT_P):
-        raise RootKeyError("unsupported scrypt parameters in root key")
+    header = blob[:header_size]
     try:
-        raw = AESGCM(_aes_key(passphrase, salt, log2_n)).decrypt(
-            nonce, blob[_KEY_HEADER.size :], header
+        how = PassphraseKey.unpack(header, _KEY_MAGIC)
+    except PassphraseKeyError as exc:
+        raise RootKeyError(f"encrypted root key: {exc}") from exc
+    try:
+        raw = AESGCM(_aes_key(passphrase, how)).decrypt(
+            header[-_NONCE_BYTES:], blob[header_size:], header
         )
     except InvalidTag as exc:
         raise WrongPassphrase("wrong passphrase for the network root key") from exc
@@ -151,7 +152,7 @@ class NetworkRoot:
         self, passphrase: str, *, scrypt_log2_n: int = DEFAULT_SCRYPT_LOG2_N
     ) -> bytes:
         """The one-file export: root certificate PEM, then the passphrase-encrypted key."""
-        if not _MIN_SCRYPT_LOG2_N <= scrypt_log2_n <= _MAX_SCRYPT_LOG2_N:
+        if not MIN_LOG2_N <= scrypt_log2_n <= MAX_LOG2_N:
             raise ValueError("scrypt work factor out of range")
         return self.cert_pem + _armor(_encrypt_key(self.private_key, passphrase, scrypt_log2_n))
 
