@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simpul.node.clock_floor import ClockBehind
 from simpul.node.membership import load_membership
 from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node
@@ -72,6 +73,16 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         return error(401, "a valid bearer token is required", hint="simpul token create NAME")
     request[OPERATOR] = operator
     return await handler(request)
+
+
+@web.middleware
+async def refuse_wrong_clock(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A write attempted with a clock behind the node's floor answers 503, nothing written."""
+    try:
+        return await handler(request)
+    except ClockBehind as exc:
+        log.warning("api write refused path=%s reason=clock behind", request.path)
+        return error(503, str(exc), hint="simpul doctor")
 
 
 async def read_json(request: web.Request) -> Any:

@@ -14,7 +14,7 @@ import logging
 import pickle
 import sys
 from collections.abc import AsyncIterator, Mapping
-from contextlib import nullcontext
+from contextlib import aclosing, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,29 +81,33 @@ async def import_csv(
     )
     with bar as progress:
         done_line = 1
-        async for items in parsed_batches(path):
-            batch: list[tuple[int, Mapping[str, Any]]] = []
-            for item in items:
-                if isinstance(item, Rejection):
-                    rejected.append({"line": item.line, "reason": item.reason})
-                else:
-                    batch.append((item.line, item.household))
-            outcome = await records.import_batch(batch, operator)
-            total.created += outcome.created
-            total.updated += outcome.updated
-            total.unchanged += outcome.unchanged
-            total.persons += outcome.persons
-            rejected.extend({"line": line, "reason": reason} for line, reason in outcome.rejected)
-            log.info(
-                "import batch file=%s households=%d created=%d updated=%d",
-                path,
-                len(batch),
-                outcome.created,
-                outcome.updated,
-            )
-            if progress is not None and batch:
-                progress.update(batch[-1][0] - done_line)
-                done_line = batch[-1][0]
+        # aclosing: an error mid-import (a wrong clock, a full disk) stops the parser now
+        async with aclosing(parsed_batches(path)) as batches:
+            async for items in batches:
+                batch: list[tuple[int, Mapping[str, Any]]] = []
+                for item in items:
+                    if isinstance(item, Rejection):
+                        rejected.append({"line": item.line, "reason": item.reason})
+                    else:
+                        batch.append((item.line, item.household))
+                outcome = await records.import_batch(batch, operator)
+                total.created += outcome.created
+                total.updated += outcome.updated
+                total.unchanged += outcome.unchanged
+                total.persons += outcome.persons
+                rejected.extend(
+                    {"line": line, "reason": reason} for line, reason in outcome.rejected
+                )
+                log.info(
+                    "import batch file=%s households=%d created=%d updated=%d",
+                    path,
+                    len(batch),
+                    outcome.created,
+                    outcome.updated,
+                )
+                if progress is not None and batch:
+                    progress.update(batch[-1][0] - done_line)
+                    done_line = batch[-1][0]
     rejected.sort(key=lambda r: r["line"])
     return {
         "households": total.created + total.updated + total.unchanged,

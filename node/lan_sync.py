@@ -51,7 +51,7 @@ class LanSync:
     ) -> LanSync:
         lan = cls(node, membership)
         busy: set[str] = set()
-        server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan)
+        server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan, node.counters)
         lan.runner = web.AppRunner(
             server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
         )
@@ -66,6 +66,7 @@ class LanSync:
             lan.trust,
             busy,
             after_session=lan._after_session,
+            counters=node.counters,
             **({"period": period} if period else {}),
         )
         node.records.on_commit = lan.scheduler.poke

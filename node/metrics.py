@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from simpul.node.api import NODE_KEY, error, status_of
+from simpul.node.sync_counters import SyncCounters
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,10 @@ def sample(name: str, value: float, labels: dict[str, str] | None = None) -> str
     return f"{name}{{{text}}} {number}" if text else f"{name} {number}"
 
 
-def render(status: dict[str, Any], started_at: float) -> str:
-    """The exposition text for the facts `status_of` gives."""
+def render(
+    status: dict[str, Any], started_at: float, counters: SyncCounters, clock_behind_ms: int
+) -> str:
+    """The exposition text for the facts `status_of` gives and what the carriers counted."""
     peers = status["peers"]
     states: dict[str, int] = {}
     for peer in peers:
@@ -74,6 +77,24 @@ def render(status: dict[str, Any], started_at: float) -> str:
          per_peer("entries_sent")),
         ("simpul_peer_entries_received_total", "counter",
          "Entries this node received from each peer.", per_peer("entries_received")),
+        ("simpul_sync_sessions_total", "counter",
+         "Sync sessions since start, by carrier, side (client: this node called) and outcome.",
+         [sample("simpul_sync_sessions_total", n,
+                 {"carrier": carrier, "side": side, "outcome": outcome})
+          for (carrier, side, outcome), n in sorted(counters.sessions.items())]),
+        ("simpul_sync_bytes_total", "counter",
+         "Bytes of sync streams since start, by carrier and direction.",
+         [sample("simpul_sync_bytes_total", n, {"carrier": carrier, "direction": direction})
+          for (carrier, direction), n in sorted(counters.bytes.items())]),
+        ("simpul_sync_refusals_total", "counter",
+         "Runs of received entries refused since start, by carrier and reason "
+         "(chain, own-feed, gap, untrusted, scope, revoked, ...).",
+         [sample("simpul_sync_refusals_total", n, {"carrier": carrier, "reason": reason})
+          for (carrier, reason), n in sorted(counters.refused.items())]),
+        ("simpul_clock_behind_seconds", "gauge",
+         "How far the device clock is behind the newest time this node knows has passed "
+         "(writes are refused beyond 5 minutes; see simpul doctor).",
+         [sample("simpul_clock_behind_seconds", clock_behind_ms / 1000)]),
         ("simpul_process_start_time_seconds", "gauge",
          "Start time of the node process, seconds since the Unix epoch.",
          [sample("simpul_process_start_time_seconds", round(started_at, 3))]),
@@ -101,7 +122,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         if operator is None:
             log.info("metrics refused remote=%s reason=no valid token", request.remote)
             return error(401, "a valid bearer token is required off loopback")
-    text = render(await status_of(node), STARTED_AT)
+    text = render(await status_of(node), STARTED_AT, node.counters, node.clock.behind_ms())
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from simpul.crypto.node_key import NodeKey
+from simpul.node.clock_floor import ClockFloor, load_floor
 from simpul.node.membership import load_membership
+from simpul.node.sync_counters import SyncCounters
 from simpul.sync.database import Database
 from simpul.sync.operators import Operators
 from simpul.sync.store import RecordStore
@@ -40,6 +42,8 @@ class Node:
     db: Database
     records: RecordStore
     operators: Operators
+    clock: ClockFloor
+    counters: SyncCounters = field(default_factory=SyncCounters)
 
     @property
     def node_id(self) -> str:
@@ -57,10 +61,11 @@ async def open_node(data_dir: Path) -> AsyncIterator[Node]:
     key = NodeKey.load_or_create(data_dir / KEY_FILE)
     db = await Database.open(data_dir / DB_FILE)
     try:
-        records = RecordStore(db, key.node_id, key.public_bytes, key.sign)
         membership = load_membership(data_dir)
+        clock = await load_floor(db, key.node_id, membership)
+        records = RecordStore(db, key.node_id, key.public_bytes, key.sign, clock=clock.now_ms)
         if membership is not None:
             records.scope = membership.certificate.scope
-        yield Node(data_dir, key, db, records, Operators(db))
+        yield Node(data_dir, key, db, records, Operators(db), clock)
     finally:
         await db.close()

@@ -17,7 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from simpul.node.peers import FOREIGN, Peer, PeerTable
+from simpul.node.sync_counters import BUSY, FAILED, OK, SyncCounters
 from simpul.node.sync_session import (
+    CARRIER,
     CLONE_ADVICE,
     PeerBusy,
     SessionError,
@@ -48,6 +50,7 @@ class SyncScheduler:
         period: float = PERIOD_SECONDS,
         debounce: float = DEBOUNCE_SECONDS,
         after_session: Callable[[Peer, SessionReport], Awaitable[None]] | None = None,
+        counters: SyncCounters | None = None,
     ) -> None:
         self.engine = engine
         self.peers = peers
@@ -57,6 +60,7 @@ class SyncScheduler:
         self.period = period
         self.debounce = debounce
         self.after_session = after_session
+        self.counters = counters or SyncCounters()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sessions: dict[int, asyncio.Task[None]] = {}
@@ -122,13 +126,18 @@ class SyncScheduler:
         except PeerBusy:
             # the peer started a session with us meanwhile: nothing failed, try next round
             log.info("sync skipped peer=%s reason=peer busy with us", peer.address)
+            self.counters.session(CARRIER, "client", BUSY)
         except SessionError as exc:
             delay = min(self._backoff.get(peer.id, BACKOFF_START / 2) * 2, BACKOFF_MAX)
             self._backoff[peer.id] = delay
             self._retry_at[peer.id] = time.monotonic() + delay
             log.warning("sync failed peer=%s retry_in=%.0fs reason=%s", peer.address, delay, exc)
             await self.peers.mark_sync(peer.id, error=str(exc)[:500])
+            self.counters.session(CARRIER, "client", FAILED)
         else:
+            self.counters.session(
+                CARRIER, "client", OK, report.bytes_in, report.bytes_out, report.refused
+            )
             self._backoff.pop(peer.id, None)
             self._retry_at.pop(peer.id, None)
             clone = (

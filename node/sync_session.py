@@ -28,6 +28,7 @@ from aiohttp import web
 from simpul.crypto.node_certificate import CertificateRejected, NodeCertificate
 from simpul.crypto.revocation import RevocationList
 from simpul.crypto.tls import check_peer
+from simpul.node.sync_counters import FAILED, OK, SyncCounters
 from simpul.sync.bundle import (
     HEADER,
     BundleDecoder,
@@ -51,6 +52,7 @@ READ_CHUNK = 64 * 1024
 MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
 CONTENT_TYPE = "application/x-simpul-bundle"
+CARRIER = "lan"  # the name this carrier counts under at /metrics
 
 
 class SessionError(Exception):
@@ -188,7 +190,9 @@ class SyncServer:
         busy: set[str] | None = None,
         on_served: Callable[[SessionReport], Awaitable[None]] | None = None,
         news: NetworkNews | None = None,
+        counters: SyncCounters | None = None,
     ) -> None:
+        self.counters = counters or SyncCounters()
         self.engine = engine
         self.trust = trust
         self._busy: set[str] = busy if busy is not None else set()
@@ -242,6 +246,7 @@ class SyncServer:
         theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
         self._claim(peer)
         report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
+        outcome = FAILED
         try:
             headers = {"Content-Type": CONTENT_TYPE}
             if self._news is not None:
@@ -253,8 +258,10 @@ class SyncServer:
                 await response.write(data)
             await response.write(encode_frame(End()))
             await response.write_eof()
+            outcome = OK
         finally:
             self._busy.discard(peer.node_id)
+            self.counters.session(CARRIER, "server", outcome, bytes_out=report.bytes_out)
             log.info(
                 "sync serve pull node_id=%s sent=%d bytes_out=%d",
                 peer.node_id,
@@ -280,9 +287,11 @@ class SyncServer:
             _note(report, ingest)
         except SessionError as exc:
             log.warning("sync serve push failed node_id=%s reason=%s", peer.node_id, exc)
+            self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)
             raise web.HTTPBadRequest(text=str(exc)) from None
         finally:
             self._busy.discard(peer.node_id)
+        self.counters.session(CARRIER, "server", OK, report.bytes_in, 0, report.refused)
         log.info(
             "sync serve push node_id=%s received=%d refused=%d",
             peer.node_id,

@@ -10,8 +10,10 @@ valid (invariant 4).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+from simpul.crypto.clock import utc
 from simpul.crypto.node_certificate import (
     CertificateRejected,
     NodeCertificate,
@@ -29,21 +31,27 @@ log = logging.getLogger(__name__)
 class CertificateTrust:
     """Accepts origins certified by this network's root; scope and revocation enforced."""
 
-    def __init__(self, root_cert: bytes, revocations: RevocationList) -> None:
+    def __init__(
+        self,
+        root_cert: bytes,
+        revocations: RevocationList,
+        clock: Callable[[], datetime] = utc,
+    ) -> None:
         self.root_cert = root_cert
         self.revocations = revocations
+        self.clock = clock  # when to judge certificates at (the node's trusted time)
         self._certificates: dict[bytes, NodeCertificate] = {}
 
     @classmethod
-    def of(cls, membership: Membership) -> CertificateTrust:
-        return cls(membership.root_cert, membership.revocations)
+    def of(cls, membership: Membership, clock: Callable[[], datetime] = utc) -> CertificateTrust:
+        return cls(membership.root_cert, membership.revocations, clock)
 
     def public_key(self, origin: bytes, offered_key: bytes, certificate: bytes) -> bytes | Refusal:
         if not certificate:
             return Refusal("no certificate: the origin is not a member of this network")
         try:
             verified = verify_node_certificate(
-                certificate, self.root_cert, now=datetime.now(UTC), revocations=None
+                certificate, self.root_cert, now=self.clock(), revocations=None
             )
         except CertificateRejected as exc:
             log.warning("trust refuse origin=%s reason=%s", origin.hex(), exc)
@@ -65,7 +73,7 @@ class CertificateTrust:
 def network_engine(node: Node, membership: Membership) -> tuple[SyncEngine, CertificateTrust]:
     """The sync engine every carrier of a network member uses, and its trust policy (whose
     revocation list the carrier updates when news arrives)."""
-    policy = CertificateTrust.of(membership)
+    policy = CertificateTrust.of(membership, node.clock.trusted_now)
     engine = SyncEngine(
         node.db,
         node.key.node_id,
