@@ -17,6 +17,7 @@ import click
 
 from simpul.crypto.node_key import verify_signature
 from simpul.node.api import status_of
+from simpul.node.cli_appliance import backup, doctor, restore
 from simpul.node.cli_network import enroll, network
 from simpul.node.cli_peers import peer, peers, when
 from simpul.node.cli_support import read_secret, run
@@ -68,6 +69,9 @@ main.add_command(enroll)
 main.add_command(peer)
 main.add_command(peers)
 main.add_command(usb)
+main.add_command(backup)
+main.add_command(restore)
+main.add_command(doctor)
 
 
 @main.command()

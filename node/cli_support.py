@@ -17,6 +17,8 @@ from simpul.crypto.network_root import RootKeyError
 from simpul.crypto.node_certificate import CertificateRejected
 from simpul.crypto.node_key import KeyFileError
 from simpul.crypto.revocation import RevocationListRejected
+from simpul.node.backup import BackupError
+from simpul.node.clock_floor import ClockBehind
 from simpul.node.membership import MembershipError
 from simpul.sync.csv_households import CsvFormatError
 from simpul.sync.database import DatabaseError
@@ -40,6 +42,8 @@ EXPECTED_ERRORS = (
     RootKeyError,
     CertificateRejected,
     RevocationListRejected,
+    BackupError,
+    ClockBehind,
 )
 
 
