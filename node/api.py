@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from simpul.node.clock_floor import ClockBehind
+from simpul.node.clock_floor import TOLERANCE_MS, ClockBehind
 from simpul.node.membership import load_membership
 from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node
@@ -77,7 +77,13 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def refuse_wrong_clock(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A write attempted with a clock behind the node's floor answers 503, nothing written."""
+    """A write attempted with a clock behind the node's floor answers 503, nothing written
+    (checked before validation, which judges dates by the same wrong clock)."""
+    clock = request.app[NODE_KEY].clock
+    writes = request.method not in ("GET", "HEAD", "OPTIONS") and request.path.startswith("/api/")
+    if writes and clock.behind_ms() > TOLERANCE_MS:
+        log.warning("api write refused path=%s reason=clock behind", request.path)
+        return error(503, clock.refusal(), hint="simpul doctor")
     try:
         return await handler(request)
     except ClockBehind as exc:

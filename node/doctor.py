@@ -128,14 +128,16 @@ def _integrity(path: Path) -> tuple[str, int]:
 
 
 def damaged(path: Path, detail: str) -> Check:
+    data_dir = path.parent
     return Check(
         "database",
         FAIL,
         f"the database file {path} is damaged ({detail}); the node cannot trust it",
-        "stop the node (sudo systemctl stop simpul-node), move the file aside "
-        f"(mv {path} {path}.damaged), and restore the newest backup into a new data dir "
-        "('simpul --data-dir NEW restore BACKUP'): the changes it lacks come back from the "
-        f"peers. Or salvage: sqlite3 {path}.damaged .recover | sqlite3 {path}",
+        "stop the node (sudo systemctl stop simpul-node), move the data dir aside "
+        f"(mv {data_dir} {data_dir}.damaged), restore the newest backup into it "
+        f"('simpul --data-dir {data_dir} restore BACKUP') and enrol the device again: the "
+        "changes the backup lacks come back from the peers. Without a backup, salvage: "
+        f"sqlite3 {data_dir}.damaged/{path.name} .recover | sqlite3 {path}",
     )
 
 
@@ -333,6 +335,8 @@ async def check_node(data_dir: Path, membership: Membership | None) -> tuple[Che
     async with open_node(data_dir) as node:
         try:
             verified = await node.records.verify_feeds(verify_signature)
+        except sqlite3.Error as exc:
+            return damaged(data_dir / DB_FILE, str(exc)), node.clock
         except FeedError as exc:
             return (
                 Check(

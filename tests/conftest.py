@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,11 +122,14 @@ class NodeProcess:
         self.process.kill()
 
 
-async def start_node_process(data_dir: Path, *extra: str) -> NodeProcess:
+async def start_node_process(
+    data_dir: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> NodeProcess:
     """Start `simpul node` on a free loopback port and wait for the URL it prints.
 
     Discovery is off (no mDNS on the machine's own network); LAN sync listens on any free
-    port, found in `sync_port` (None for a node without a network).
+    port, found in `sync_port` (None for a node without a network). `env` adds to its
+    environment (e.g. a fake clock).
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -142,7 +145,7 @@ async def start_node_process(data_dir: Path, *extra: str) -> NodeProcess:
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "SIMPUL_DISCOVERY": "off"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SIMPUL_DISCOVERY": "off", **(env or {})},
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
