@@ -144,6 +144,22 @@ def test_revoke_rotates_data_key_for_remaining_nodes_only(tmp_path: Path) -> Non
     assert twice.returncode != 0 and "already revoked" in twice.stderr
 
 
+async def request_on_lan(
+    device: Path, url: str, name: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`simpul enroll request --to URL` running on `device`, and the code it shows."""
+    joining = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simpul.node", "--data-dir", str(device), "enroll", "request",
+        "--to", url, "--name", name, "--wait", "60",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert joining.stdout is not None
+    first = await asyncio.wait_for(joining.stdout.readline(), timeout=60)
+    code = re.search(rb"(\d{6})", first)
+    assert code, first
+    return joining, code.group(1).decode()
+
+
 async def test_lan_enrollment_needs_the_code_shown_on_the_device(
     tmp_path: Path, node_processes: list[NodeProcess]
 ) -> None:
@@ -151,16 +167,7 @@ async def test_lan_enrollment_needs_the_code_shown_on_the_device(
     network_id = create_network(admin)["network_id"]
     node = await start_node_process(admin)
     node_processes.append(node)
-    joining = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simpul.node", "--data-dir", str(device), "enroll", "request",
-        "--to", node.url, "--name", "desa-2", "--wait", "60",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert joining.stdout is not None
-    first = await asyncio.wait_for(joining.stdout.readline(), timeout=60)
-    code = re.search(rb"(\d{6})", first)
-    assert code, first
-    shown = code.group(1).decode()
+    joining, shown = await request_on_lan(device, node.url, "desa-2")
     pending = simpul_cli(admin, "network", "pending")
     assert "desa-2" in pending.stdout
     wrong = f"{(int(shown) + 1) % 1_000_000:06d}"
