@@ -26,6 +26,7 @@ from simpul.sync.operators import Operators
 from simpul.sync.store import RecordStore
 
 FTS_SHADOW = ("person_names_",)
+TABLES_AT = {0: 0, 1: 9, 2: 11, 3: 12, 4: 12}  # a new migration adds its line here
 
 
 def tables(conn: sqlite3.Connection) -> list[str]:
@@ -101,7 +102,7 @@ async def test_every_schema_version_opens_with_its_data_intact(
         build_at(version, source, old)
     with closing(sqlite3.connect(old)) as conn:
         kept = {table: rows(conn, table) for table in tables(conn)}
-    assert len(kept) == {0: 0, 1: 9, 2: 11, 3: 12}[version]
+    assert len(kept) == TABLES_AT[version]
 
     db = await Database.open(old)
     try:
@@ -115,7 +116,7 @@ async def test_every_schema_version_opens_with_its_data_intact(
 
     with closing(sqlite3.connect(old)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert len(tables(conn)) == 12
+        assert len(tables(conn)) == TABLES_AT[SCHEMA_VERSION]
         for table, before in kept.items():
             assert rows(conn, table) == before, table
     if version == 0:
