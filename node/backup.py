@@ -42,7 +42,7 @@ from simpul.crypto.sealed_stream import (
     SealingWriter,
     new_prefix,
 )
-from simpul.node.membership import EXCHANGE_KEY_FILE, NETWORK_DIR, NODE_CERT
+from simpul.node.membership import EXCHANGE_KEY_FILE, NETWORK_DIR, NODE_CERT, ROOT_KEY
 from simpul.node.runtime import DB_FILE, KEY_FILE, open_node, prepare_data_dir
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class Restored:
     new_node_id: str
     records: int
     enrolled_before: bool
+    holds_root: bool  # the admin's device: it certifies itself again ('network rejoin')
 
 
 def _snapshot(database: Path, target: Path) -> tuple[int, int]:
@@ -278,4 +279,5 @@ async def restore(source: Path, data_dir: Path, passphrase: str) -> Restored:
         new_id,
         records,
     )
-    return Restored(manifest.node_id, new_id, records, bool(certificate))
+    holds_root = (data_dir / NETWORK_DIR / ROOT_KEY).exists()
+    return Restored(manifest.node_id, new_id, records, bool(certificate), holds_root)

@@ -38,7 +38,12 @@ def restore(data_dir: Path, source: Path, passphrase_stdin: bool) -> None:
         f"restored {done.records} records of node {done.old_node_id or '-'}; "
         f"this device is the new node {done.new_node_id}."
     )
-    if done.enrolled_before:
+    if done.holds_root:
+        click.echo(
+            "The network root key came back with it: certify this device with "
+            "'simpul network rejoin', and revoke the old node if that device is lost."
+        )
+    elif done.enrolled_before:
         click.echo(
             "Enrol it before it syncs: 'simpul enroll request --to http://ADMIN:8470' "
             f"(or --out FILE), and revoke the old node {done.old_node_id} if that device is "

@@ -91,6 +91,19 @@ def network_import_root(data_dir: Path, file: Path, passphrase_stdin: bool) -> N
     click.echo(f"root key of network {root.network_id} is on this device")
 
 
+@network.command("rejoin")
+@click.option("--node-name", default="admin", show_default=True, help="This device's name.")
+@click.option("--passphrase-stdin", is_flag=True, help="Read the root passphrase from stdin.")
+@click.pass_obj
+def network_rejoin(data_dir: Path, node_name: str, passphrase_stdin: bool) -> None:
+    """After 'simpul restore' on the admin's device: certify this device's new identity
+    with the root key restored with it."""
+    key = node_key(data_dir)
+    passphrase = read_secret("Root key passphrase", passphrase_stdin)
+    member = guarded(membership.rejoin, data_dir, key, node_name, passphrase)
+    click.echo(f"this node ({key.node_id_hex}) is back in network {member.network_id}")
+
+
 @network.command("pending")
 @click.pass_obj
 def network_pending(data_dir: Path) -> None:

@@ -170,6 +170,25 @@ def create(
     )
 
 
+def rejoin(data_dir: Path, node_key: NodeKey, node_name: str, passphrase: str) -> Membership:
+    """Certify this device's own new key with the root key it holds: the admin's device
+    after `simpul restore`, which gives a node a new identity (decision 0007)."""
+    _refuse_if_member(data_dir)
+    root = unlock_root(data_dir, passphrase)
+    folder = network_dir(data_dir)
+    try:
+        revocations = RevocationList.parse((folder / REVOCATIONS).read_bytes())
+    except OSError as exc:
+        raise MembershipError(f"the network files in {folder} are incomplete: {exc}") from exc
+    keys = _load_data_keys(folder) or (DataKey.generate(),)
+    node_cert = issue_node_certificate(
+        root, node_key.public_bytes, node_name, "office", list(root.scope)
+    )
+    _record_member(data_dir, node_key.node_id_hex, node_name, exchange_key(data_dir).public_bytes)
+    log.info("network rejoin network_id=%s node_id=%s", root.network_id, node_key.node_id_hex)
+    return _install(data_dir, root.cert_pem, node_cert, revocations, keys)
+
+
 def unlock_root(data_dir: Path, passphrase: str) -> NetworkRoot:
     path = data_dir / NETWORK_DIR / ROOT_KEY
     if not path.exists():

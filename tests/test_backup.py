@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import generate, simpul_cli
-from test_network_cli import create_network, status
+from test_network_cli import PASSPHRASE as PASSPHRASE_ROOT
+from test_network_cli import create_network, enrol_by_file, status
 
 from simpul.crypto.sealed_stream import SEGMENT_BYTES
 
@@ -71,7 +72,7 @@ def test_restore_gives_identical_records_under_a_new_identity(office: Path, tmp_
     assert done.returncode == 0, done.stderr
     new = status(fresh)
     assert new["node_id"] != old["node_id"] and old["node_id"] in done.stdout
-    assert new["node_id"] in done.stdout and "simpul enroll request" in done.stdout
+    assert new["node_id"] in done.stdout and "simpul network rejoin" in done.stdout
     assert export(fresh) == export(office)
     assert feeds(fresh) == feeds(office)  # the old node's feed, held as history
     assert new["feed_length"] == 0 and new["network_id"] is None  # to be enrolled
@@ -87,6 +88,24 @@ def test_restore_gives_identical_records_under_a_new_identity(office: Path, tmp_
             (bytes.fromhex(old["node_id"]),),
         ).fetchone()
     assert certificate and certificate[0] == (office / "network" / "node.cert.pem").read_bytes()
+
+
+def test_a_restored_admin_device_certifies_itself_and_admits_again(
+    office: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "office.simpul-backup"
+    backup(office, out)
+    fresh = tmp_path / "new-office"
+    assert restore(fresh, out).returncode == 0
+    rejoined = simpul_cli(fresh, "network", "rejoin", "--passphrase-stdin", stdin=PASSPHRASE_ROOT)
+    assert rejoined.returncode == 0, rejoined.stderr
+    facts = status(fresh)
+    assert facts["network_id"] == status(office)["network_id"]
+    assert facts["scope"] == ["1709"] and facts["node_id"] != status(office)["node_id"]
+    joined = enrol_by_file(fresh, tmp_path / "desa", tmp_path)
+    assert joined["network_id"] == facts["network_id"]
+    again = simpul_cli(fresh, "network", "rejoin", "--passphrase-stdin", stdin=PASSPHRASE_ROOT)
+    assert again.returncode == 1 and "already belongs" in again.stderr
 
 
 def nothing_restored(data_dir: Path) -> bool:
