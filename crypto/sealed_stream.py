@@ -40,20 +40,27 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + _COUNTER.pack(index, int(last))
 
 
-class SealingWriter(io.RawIOBase):
+class _Segments(io.RawIOBase):
+    """What both directions share: the key, the nonce prefix, the header, the segment count."""
+
+    def __init__(self, key: bytes, prefix: bytes, associated: bytes) -> None:
+        super().__init__()
+        self._aead = AESGCM(key)
+        self._prefix = prefix
+        self._associated = associated
+        self._index = 0
+
+
+class SealingWriter(_Segments):
     """A writable file: what is written is sealed segment by segment into `out`.
 
     `close()` seals the final segment (possibly empty): a stream without it is truncated.
     """
 
     def __init__(self, out: BinaryIO, key: bytes, prefix: bytes, associated: bytes) -> None:
-        super().__init__()
+        super().__init__(key, prefix, associated)
         self._out = out
-        self._aead = AESGCM(key)
-        self._prefix = prefix
-        self._associated = associated
         self._buffer = bytearray()
-        self._index = 0
 
     def writable(self) -> bool:
         return True
@@ -77,7 +84,7 @@ class SealingWriter(io.RawIOBase):
         super().close()
 
 
-class OpeningReader(io.RawIOBase):
+class OpeningReader(_Segments):
     """A readable file of the plaintext of a sealed stream read from `source`.
 
     Raises SealError on the first segment that fails to open, and at the end when the
@@ -85,12 +92,8 @@ class OpeningReader(io.RawIOBase):
     """
 
     def __init__(self, source: BinaryIO, key: bytes, prefix: bytes, associated: bytes) -> None:
-        super().__init__()
+        super().__init__(key, prefix, associated)
         self._source = source
-        self._aead = AESGCM(key)
-        self._prefix = prefix
-        self._associated = associated
-        self._index = 0
         self._plain = b""
         self._ahead = source.read(SEGMENT_BYTES + TAG_BYTES)
         self._done = False

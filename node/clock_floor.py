@@ -7,7 +7,8 @@ revocation cut-offs carry wall-clock times. So:
 
 - The floor is the newest of: this code's release date, this node's newest signed
   checkpoint, and the start of its certificate, of the root's, and of the newest revocation
-  list (times the network root signed, so really in the past).
+  list (times the network root signed, so really in the past; each already an hour early,
+  `CLOCK_SKEW`, as the admin's own clock may run a little fast).
 - Writing with a clock more than `TOLERANCE_MS` behind the floor is refused (`ClockBehind`):
   an operator sees a clear error instead of changes dated 1970, and a checkpoint is never
   dated before an earlier one of the same feed.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from simpul.crypto import x509_profile
+from simpul.crypto.network_root import CLOCK_SKEW
 from simpul.node.membership import Membership
 from simpul.sync.database import Database
 
@@ -100,7 +102,8 @@ async def load_floor(
         candidates += [
             (_ms(membership.certificate.not_before), "this node's certificate"),
             (_ms(root.not_valid_before_utc), "the network root certificate"),
-            (_ms(membership.revocations.issued_at), "the newest revocation list"),
+            # another device's clock signed it: allow it the skew certificates allow
+            (_ms(membership.revocations.issued_at - CLOCK_SKEW), "the newest revocation list"),
         ]
     floor, source = max(candidates)
     return ClockFloor(floor, source, signed)
