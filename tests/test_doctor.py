@@ -8,6 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -170,3 +172,20 @@ async def test_the_api_refuses_writes_under_a_1970_clock(
             text = await answer.text()
     behind = next(line for line in text.splitlines() if line.startswith("simpul_clock_behind"))
     assert float(behind.split()[1]) > 50 * 365 * 86400
+
+
+@needs_faketime
+def test_a_clock_stepped_back_a_little_keeps_checkpoint_times_in_order(
+    node_dir: Path, tmp_path: Path
+) -> None:
+    with closing(sqlite3.connect(node_dir / "simpul.db")) as conn:
+        (newest,) = conn.execute("SELECT max(at_ms) FROM checkpoints").fetchone()
+    two_minutes_back = datetime.fromtimestamp(newest / 1000 - 120, UTC)
+    clock = {**IN_1970, "FAKETIME": two_minutes_back.strftime("@%Y-%m-%d %H:%M:%S")}
+    more = tmp_path / "more.csv"
+    more.write_text(generate(3, "csv", seed=99))
+    stepped = cli(node_dir, "import", str(more), env=clock)
+    assert stepped.returncode == 0, stepped.stderr  # within the tolerance: work goes on
+    with closing(sqlite3.connect(node_dir / "simpul.db")) as conn:
+        times = [at for (at,) in conn.execute("SELECT at_ms FROM checkpoints ORDER BY seq")]
+    assert len(times) == 2 and times == sorted(times)
