@@ -17,6 +17,7 @@ The new identity joins the network like any new device (`simpul enroll request`)
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -111,13 +112,6 @@ def _add(tar: tarfile.TarFile, name: str, source: BinaryIO, size: int) -> None:
     tar.addfile(info, source)
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    with tempfile.SpooledTemporaryFile() as spool:
-        spool.write(data)
-        spool.seek(0)
-        _add(tar, name, spool, len(data))  # type: ignore[arg-type]
-
-
 def write_backup(
     data_dir: Path, out: Path, passphrase: str, log2_n: int = DEFAULT_LOG2_N
 ) -> Manifest:
@@ -151,7 +145,8 @@ def write_backup(
                 sealed = SealingWriter(raw, key, prefix, header)
                 compressor = zstandard.ZstdCompressor(level=3).stream_writer(sealed, closefd=False)
                 with tarfile.open(fileobj=compressor, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    _add_bytes(tar, MANIFEST, json.dumps(manifest.__dict__, indent=1).encode())
+                    text = json.dumps(manifest.__dict__, indent=1).encode()
+                    _add(tar, MANIFEST, io.BytesIO(text), len(text))
                     with snapshot.open("rb") as source:
                         _add(tar, DB_FILE, source, snapshot.stat().st_size)
                     for path in files:
