@@ -9,7 +9,7 @@ and the network files are copied beside it. The file (format in docs/protocol.md
       of a zstd frame of a tar stream: manifest.json, simpul.db, network/...
 
 The node's private keys (`node.key`, `exchange.key`) are never in a backup. A restore makes
-a new identity on the new device (decision 0007): the old node id's feed becomes history
+a new identity on the new device (decision 0009): the old node id's feed becomes history
 that the new node holds and forwards but never extends, so a restored node can never fork
 the old feed, and it takes back from its peers the old node's changes the backup missed.
 The new identity joins the network like any new device (`simpul enroll request`).

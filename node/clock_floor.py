@@ -1,7 +1,7 @@
 """The node's clock, guarded by a floor: the newest time the node knows has already passed.
 
 A Raspberry Pi without a real-time clock battery boots in 1970 when it has no network
-(decision 0006). Change order never depends on the clock (feeds are ordered by sequence
+(decision 0008). Change order never depends on the clock (feeds are ordered by sequence
 number, records by Automerge causality), but every signed checkpoint, the audit trail and
 revocation cut-offs carry wall-clock times. So:
 

@@ -172,7 +172,7 @@ def create(
 
 def rejoin(data_dir: Path, node_key: NodeKey, node_name: str, passphrase: str) -> Membership:
     """Certify this device's own new key with the root key it holds: the admin's device
-    after `simpul restore`, which gives a node a new identity (decision 0007)."""
+    after `simpul restore`, which gives a node a new identity (decision 0009)."""
     _refuse_if_member(data_dir)
     root = unlock_root(data_dir, passphrase)
     folder = network_dir(data_dir)
