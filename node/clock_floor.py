@@ -31,6 +31,7 @@ from simpul.sync.database import Database
 RELEASE_FLOOR_MS = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
 """No clock that is right says a time before this version of Simpul was written."""
 
+RELEASE_SOURCE = "the release of this Simpul version"
 TOLERANCE_MS = 5 * 60 * 1000  # NTP stepping the clock back a little must not stop work
 
 
@@ -80,6 +81,11 @@ class ClockFloor:
         return datetime.fromtimestamp(max(self.system(), self.floor_ms) / 1000, UTC)
 
 
+def release_floor() -> ClockFloor:
+    """A floor knowing only this release's date (a node whose store was not read)."""
+    return ClockFloor(RELEASE_FLOOR_MS, RELEASE_SOURCE)
+
+
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -94,7 +100,7 @@ async def load_floor(
         sql = "SELECT at_ms FROM checkpoints WHERE origin = ? ORDER BY seq DESC LIMIT 1"
         row = await db.fetchone(sql, (origin,))
         signed = int(row[0]) if row else 0
-    candidates = [(RELEASE_FLOOR_MS, "the release of this Simpul version")]
+    candidates = [(RELEASE_FLOOR_MS, RELEASE_SOURCE)]
     if signed:
         candidates.append((signed, "this node's newest signed change"))
     if membership is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simpul.crypto.node_key import NodeKey
-from simpul.node.clock_floor import ClockFloor, load_floor
+from simpul.node.clock_floor import ClockFloor, load_floor, release_floor
 from simpul.node.membership import load_membership
 from simpul.node.sync_counters import SyncCounters
 from simpul.sync.database import Database
@@ -42,7 +42,7 @@ class Node:
     db: Database
     records: RecordStore
     operators: Operators
-    clock: ClockFloor
+    clock: ClockFloor = field(default_factory=release_floor)
     counters: SyncCounters = field(default_factory=SyncCounters)
 
     @property
