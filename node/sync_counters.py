@@ -1,8 +1,8 @@
 """What the running node's carriers did since it started: sessions, bytes and refusals.
 
 One `SyncCounters` per running node (on `Node`), counted by every carrier under its own
-name (`lan` today) and shown at `/metrics`. Counters live in memory: they restart at zero
-with the process, as Prometheus counters may.
+name (`lan`; `usb` for drives the node's watcher syncs) and shown at `/metrics`. Counters
+live in memory: they restart at zero with the process, as Prometheus counters may.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from typing import Any
 
 from simpul.node.membership import write_public
 from simpul.node.runtime import Node
+from simpul.node.sync_counters import FAILED as FAILED_SESSION
+from simpul.node.sync_counters import OK
 from simpul.node.usb_carrier import UsbReport, sync_drive
 from simpul.sync.store import now_ms
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "usb-status.json"
 LOCK_FILE = "usb.lock"
+CARRIER = "usb"  # its name in the metrics
 DONE = "selesai, aman dicabut"
 DONE_WITH_NOTES = "selesai dengan catatan ({count} berkas bermasalah), aman dicabut"
 FAILED = "gagal: {error}; drive aman dicabut"
@@ -81,8 +84,10 @@ async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
                  "error": error, "finished_ms": now_ms()},
             )  # fmt: skip
             log.info("usb sync failed drive=%s error=%r", path, error)
+            node.counters.session(CARRIER, "client", FAILED_SESSION)
             raise
         problems = len(report.problems)
+        node.counters.session(CARRIER, "client", OK, refused=_refusals(report))
         message = DONE_WITH_NOTES.format(count=problems) if problems else DONE
         write_status(
             node.data_dir,
@@ -98,3 +103,14 @@ async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
             problems,
         )
         return report
+
+
+def _refusals(report: UsbReport) -> list[str]:
+    """ "reason: detail" per refused run of entries, and per file refused whole."""
+    refused = []
+    for file in report.problems:
+        if file.refused:
+            refused += file.refused
+        elif file.status not in ("imported", "held"):
+            refused.append(f"{file.status}: {file.detail}")
+    return refused

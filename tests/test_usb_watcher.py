@@ -50,6 +50,8 @@ async def test_node_syncs_a_plugged_drive_and_an_empty_one_the_operator_chooses(
         assert at_office["imported"] > 0 and at_office["problems"] == 0
         shown = simpul_cli(village, "status")
         assert f"usb: {courier}: selesai, aman dicabut" in shown.stdout
+        metrics = await (await session.get(node.url + "/metrics")).text()
+        assert 'simpul_sync_sessions_total{carrier="usb",side="client",outcome="ok"} 1' in metrics
 
         # an empty drive waits for the operator; a path outside the mount roots is refused
         empty = media / "KOSONG"
