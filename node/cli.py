@@ -18,9 +18,10 @@ import click
 from simpul.crypto.node_key import verify_signature
 from simpul.node.api import status_of
 from simpul.node.cli_appliance import backup, doctor, restore
+from simpul.node.cli_hub import hub
 from simpul.node.cli_network import enroll, network
 from simpul.node.cli_peers import peer, peers, when
-from simpul.node.cli_support import read_secret, run
+from simpul.node.cli_support import parse_listen, read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
 from simpul.node.runtime import default_data_dir, open_node
@@ -29,13 +30,6 @@ from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
 from simpul.sync.operators import ROLES
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +49,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, log_level: str | None) -> None:
     """Simpul: peer-to-peer sync of household welfare records."""
-    level = log_level or ("info" if ctx.invoked_subcommand == "node" else "warning")
+    level = log_level or ("info" if ctx.invoked_subcommand in ("node", "hub") else "warning")
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
@@ -72,6 +66,7 @@ main.add_command(usb)
 main.add_command(backup)
 main.add_command(restore)
 main.add_command(doctor)
+main.add_command(hub)
 
 
 @main.command()

@@ -19,6 +19,7 @@ from simpul.crypto.node_key import KeyFileError
 from simpul.crypto.revocation import RevocationListRejected
 from simpul.node.backup import BackupError
 from simpul.node.clock_floor import ClockBehind
+from simpul.node.hub_networks import HubError
 from simpul.node.membership import MembershipError
 from simpul.sync.csv_households import CsvFormatError
 from simpul.sync.database import DatabaseError
@@ -44,6 +45,7 @@ EXPECTED_ERRORS = (
     RevocationListRejected,
     BackupError,
     ClockBehind,
+    HubError,
 )
 
 
@@ -76,3 +78,10 @@ def read_secret(prompt: str, from_stdin: bool, confirm: bool = False) -> str:
     if not secret:
         raise click.ClickException(f"{prompt.lower()} must not be empty")
     return secret
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -13,11 +13,11 @@ from aiohttp import web
 
 from simpul.crypto.tls import client_context, server_context
 from simpul.node import network_gossip
-from simpul.node.membership import Membership, load_membership
+from simpul.node.membership import Membership
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
-from simpul.node.sync_session import SessionReport, SyncServer, Trust, fetch_news
+from simpul.node.sync_session import SessionReport, SyncServer, fetch_news
 from simpul.node.trust_policy import network_engine
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,9 @@ class LanSync:
 
     def __init__(self, node: Node, membership: Membership) -> None:
         self.node = node
-        self.membership = membership
-        self.trust = Trust(membership.root_cert, membership.revocations)
         self.engine, self.policy = network_engine(node, membership)
+        self.news = network_gossip.NewsDesk(node.data_dir, membership, self.policy)
+        self.trust = self.news.trust
         self.peers = PeerTable(node.db)
         private = node.data_dir / TLS_DIR
         private.mkdir(mode=0o700, exist_ok=True)
@@ -51,7 +51,7 @@ class LanSync:
     ) -> LanSync:
         lan = cls(node, membership)
         busy: set[str] = set()
-        server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan, node.counters)
+        server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan.news, node.counters)
         lan.runner = web.AppRunner(
             server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
         )
@@ -84,38 +84,15 @@ class LanSync:
             name=report.peer_name or None,
         )
 
-    def _take(self, updated: Membership) -> None:
-        self.membership = updated
-        self.trust.revocations = updated.revocations
-        self.policy.revocations = updated.revocations
-        log.info(
-            "network news taken revocations=%d data_key_epoch=%d",
-            updated.revocations.number,
-            updated.data_key.epoch,
-        )
-
-    def _reload(self) -> None:
-        """Pick up what an admin command changed on disk (e.g. `simpul network revoke`)."""
-        current = load_membership(self.node.data_dir)
-        if current is not None and current.revocations.supersedes(self.membership.revocations):
-            self._take(current)
-
-    def version(self) -> str:
-        self._reload()
-        return network_gossip.version(self.node.data_dir, self.membership)
-
-    def offer(self) -> bytes:
-        self._reload()
-        return network_gossip.export(self.node.data_dir, self.membership)
+    @property
+    def membership(self) -> Membership:
+        return self.news.membership
 
     async def _after_session(self, peer: Peer, report: SessionReport) -> None:
         """Fetch a peer's network news when it is newer than ours, and take it."""
-        if not report.news or not network_gossip.is_newer(report.news, self.version()):
+        if not report.news or not network_gossip.is_newer(report.news, self.news.version()):
             return
-        offered = await fetch_news(f"https://{peer.address}", self.client_context)
-        updated = network_gossip.absorb(self.node.data_dir, self.membership, offered)
-        if updated is not None:
-            self._take(updated)
+        self.news.take(await fetch_news(f"https://{peer.address}", self.client_context))
 
     def on_peer(self, peer: Peer) -> None:
         if self.scheduler is not None:

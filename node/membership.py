@@ -266,10 +266,13 @@ def admit_request(
     return grant
 
 
-def install_grant(data_dir: Path, node_key: NodeKey, grant: Grant) -> Membership:
-    """Join the network of `grant` (the new device's side)."""
+def install_grant(
+    data_dir: Path, node_key: NodeKey, grant: Grant, exchange: ExchangeKey | None = None
+) -> Membership:
+    """Join the network of `grant` (the new device's side; a hub passes its one exchange
+    key, since it keeps each network it serves in a folder of its own)."""
     _refuse_if_member(data_dir)
-    certificate, data_key = grant.accept(node_key, exchange_key(data_dir))
+    certificate, data_key = grant.accept(node_key, exchange or exchange_key(data_dir))
     log.info("enroll install network_id=%s node_id=%s", grant.network_id, certificate.node_id)
     return _install(
         data_dir, grant.root_certificate, certificate.pem, grant.revocations, [data_key]

@@ -20,7 +20,9 @@ from pathlib import Path
 from simpul.crypto.data_key import KeyUnwrapError, unwrap_data_key
 from simpul.crypto.revocation import RevocationList, RevocationListRejected
 from simpul.node import membership as members
-from simpul.node.membership import Membership
+from simpul.node.membership import Membership, load_membership
+from simpul.node.sync_session import Trust
+from simpul.node.trust_policy import CertificateTrust
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +103,48 @@ def absorb(data_dir: Path, membership: Membership, offered: bytes) -> Membership
     if new_keys:
         members.save_data_keys(folder, (*membership.data_keys, *new_keys))
     return members.load_membership(data_dir) if changed else None
+
+
+class NewsDesk:
+    """One network's news as a running node or hub holds it: offers it (the `NetworkNews`
+    of a sync server), takes newer news from peers, and keeps the session trust and the
+    trust policy on the newest revocation list."""
+
+    def __init__(
+        self, data_dir: Path, membership: Membership, policy: CertificateTrust | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.membership = membership
+        self.trust = Trust(membership.root_cert, membership.revocations)
+        self.policy = policy or CertificateTrust.of(membership)
+
+    def _take(self, updated: Membership) -> None:
+        self.membership = updated
+        self.trust.revocations = updated.revocations
+        self.policy.revocations = updated.revocations
+        log.info(
+            "network news taken revocations=%d data_key_epoch=%d",
+            updated.revocations.number,
+            max((k.epoch for k in updated.data_keys), default=0),
+        )
+
+    def _reload(self) -> None:
+        """Pick up what an admin command changed on disk (e.g. `simpul network revoke`)."""
+        current = load_membership(self.data_dir)
+        if current is not None and current.revocations.supersedes(self.membership.revocations):
+            self._take(current)
+
+    def version(self) -> str:
+        self._reload()
+        return version(self.data_dir, self.membership)
+
+    def offer(self) -> bytes:
+        self._reload()
+        return export(self.data_dir, self.membership)
+
+    def take(self, offered: bytes) -> bool:
+        """Absorb a peer's network news; True when something in it was new."""
+        updated = absorb(self.data_dir, self.membership, offered)
+        if updated is not None:
+            self._take(updated)
+        return updated is not None

@@ -55,10 +55,11 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 
 @asynccontextmanager
-async def open_node(data_dir: Path) -> AsyncIterator[Node]:
-    """Open (creating on first use) the node whose state lives in `data_dir`."""
+async def open_node(data_dir: Path, key: NodeKey | None = None) -> AsyncIterator[Node]:
+    """Open (creating on first use) the node whose state lives in `data_dir`; a hub gives
+    its own `key` for the folder of each network it serves."""
     prepare_data_dir(data_dir)
-    key = NodeKey.load_or_create(data_dir / KEY_FILE)
+    key = key or NodeKey.load_or_create(data_dir / KEY_FILE)
     db = await Database.open(data_dir / DB_FILE)
     try:
         membership = load_membership(data_dir)

@@ -21,6 +21,7 @@ from simpul.node.sync_counters import BUSY, FAILED, OK, SyncCounters
 from simpul.node.sync_session import (
     CARRIER,
     CLONE_ADVICE,
+    Gossip,
     PeerBusy,
     SessionError,
     SessionReport,
@@ -51,6 +52,7 @@ class SyncScheduler:
         debounce: float = DEBOUNCE_SECONDS,
         after_session: Callable[[Peer, SessionReport], Awaitable[None]] | None = None,
         counters: SyncCounters | None = None,
+        gossip: Gossip | None = None,
     ) -> None:
         self.engine = engine
         self.peers = peers
@@ -61,6 +63,7 @@ class SyncScheduler:
         self.debounce = debounce
         self.after_session = after_session
         self.counters = counters or SyncCounters()
+        self.gossip = gossip
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sessions: dict[int, asyncio.Task[None]] = {}
@@ -122,6 +125,7 @@ class SyncScheduler:
                 self.context,
                 self.trust,
                 expected_node_id=peer.node_id,
+                gossip=self.gossip,
             )
         except PeerBusy:
             # the peer started a session with us meanwhile: nothing failed, try next round

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -48,6 +49,7 @@ PULL = "/sync/v1/pull"
 PUSH = "/sync/v1/push"
 NEWS = "/sync/v1/network"
 NEWS_HEADER = "X-Simpul-Network"  # the server's network-news version, on every pull answer
+GOSSIP_HEADER = "X-Simpul-Uplink"  # who uplinks to the hub and what it holds (node/uplink.py)
 READ_CHUNK = 64 * 1024
 MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
@@ -61,6 +63,14 @@ class SessionError(Exception):
 
 class PeerBusy(SessionError):
     """The peer is already in a session with this node (most often one it started)."""
+
+
+class PeerRefused(SessionError):
+    """The peer's certificate or hello is not acceptable; `reason` is a short key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass
@@ -80,9 +90,11 @@ class SessionReport:
     remote: str | None = None  # the peer's address, on the serving side
     received: int = 0
     sent: int = 0
+    skipped: int = 0  # entries offered that this side already held (a replay, or a race)
     bytes_in: int = 0
     bytes_out: int = 0
     refused: list[str] = field(default_factory=list)
+    refusals: Counter[str] = field(default_factory=Counter)  # refused entries per reason
     forked: set[str] = field(default_factory=set)  # origins whose feed forked (clones?)
     news: str = ""  # the peer's network-news version (revocations, data keys)
 
@@ -95,31 +107,50 @@ class NetworkNews(Protocol):
     def offer(self) -> bytes: ...
 
 
-def _opening(engine: SyncEngine, frontier: Frontier) -> bytes:
+class Gossip(Protocol):
+    """Uplink gossip carried in a header of every LAN session, both ways (node/uplink.py)."""
+
+    def announce(self) -> str: ...
+
+    def hear(self, value: str) -> None: ...
+
+
+def opening(engine: SyncEngine, frontier: Frontier) -> bytes:
     return HEADER + encode_frame(engine.hello()) + encode_frame(frontier)
 
 
-def _peer_certificate(ssl_object: object, trust: Trust) -> NodeCertificate:
+def peer_certificate(ssl_object: object, trust: Trust) -> NodeCertificate:
+    """The peer's certificate checked against `trust` now; PeerRefused with the reason."""
     if ssl_object is None:
-        raise SessionError("not a TLS connection")
+        raise PeerRefused("no-tls", "not a TLS connection")
     try:
         return check_peer(ssl_object, trust.root_cert, trust.revocations)  # type: ignore[arg-type]
     except CertificateRejected as exc:
-        raise SessionError(f"peer certificate refused: {exc}") from exc
+        raise PeerRefused(str(exc.reason), f"peer certificate refused: {exc}") from exc
 
 
-def _check_hello(hello: Hello | None, certificate: NodeCertificate, engine: SyncEngine) -> None:
+def claimed_node_id(ssl_object: object) -> str:
+    """The node id a refused peer's certificate claims ("" if it has none), for counting."""
+    try:
+        der = ssl_object.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        return NodeCertificate.parse(der).node_id if der else ""
+    except (AttributeError, CertificateRejected):
+        return ""
+
+
+def check_hello(hello: Hello | None, certificate: NodeCertificate, engine: SyncEngine) -> None:
     if hello is None:
-        raise SessionError("the peer's stream has no hello")
+        raise PeerRefused("hello", "the peer's stream has no hello")
     if hello.node_id.hex() != certificate.node_id:
-        raise SessionError(
-            f"hello names node {hello.node_id.hex()} but the certificate is {certificate.node_id}"
+        raise PeerRefused(
+            "hello",
+            f"hello names node {hello.node_id.hex()} but the certificate is {certificate.node_id}",
         )
     if hello.network_id != engine.network_id:
-        raise SessionError(f"peer is in network {hello.network_id.hex()}, not ours")
+        raise PeerRefused("network", f"peer is in network {hello.network_id.hex()}, not ours")
 
 
-async def _receive(
+async def receive_stream(
     receiver: Receiver, chunks: AsyncIterator[bytes], report: SessionReport
 ) -> IngestReport:
     """Decode a streamed bundle into `receiver`; chunks are committed as they complete
@@ -153,9 +184,11 @@ CLONE_ADVICE = (
 )
 
 
-def _note(report: SessionReport, ingest: IngestReport) -> None:
+def note_ingest(report: SessionReport, ingest: IngestReport) -> None:
     report.received += ingest.accepted
+    report.skipped += ingest.skipped
     report.refused += [f"{r.reason}: {r.detail}" for r in ingest.refused]
+    report.refusals.update(ingest.reasons())
     for refused in ingest.refused:
         if refused.reason in FORKED:
             report.forked.add(refused.origin.hex())
@@ -191,6 +224,9 @@ class SyncServer:
         on_served: Callable[[SessionReport], Awaitable[None]] | None = None,
         news: NetworkNews | None = None,
         counters: SyncCounters | None = None,
+        gossip: Gossip | None = None,
+        on_refused: Callable[[str, str, int], None] | None = None,
+        on_report: Callable[[SessionReport], None] | None = None,
     ) -> None:
         self.counters = counters or SyncCounters()
         self.engine = engine
@@ -198,6 +234,10 @@ class SyncServer:
         self._busy: set[str] = busy if busy is not None else set()
         self._on_served = on_served
         self._news = news
+        self._gossip = gossip
+        # (node id or "", reason key, entries or 1): every refusal, for counting
+        self._on_refused = on_refused or (lambda node_id, reason, count: None)
+        self._on_report = on_report or (lambda report: None)
         self.sessions: list[SessionReport] = []
 
     def app(self) -> web.Application:
@@ -208,18 +248,30 @@ class SyncServer:
         return app
 
     async def network_news(self, request: web.Request) -> web.Response:
-        self._authenticate(request)
+        self.authenticate(request)
         if self._news is None:
             raise web.HTTPNotFound(text="no network news here")
         return web.Response(body=self._news.offer(), content_type="application/json")
 
-    def _authenticate(self, request: web.Request) -> NodeCertificate:
+    def authenticate(self, request: web.Request) -> NodeCertificate:
         assert request.transport is not None
+        ssl_object = request.transport.get_extra_info("ssl_object")
         try:
-            return _peer_certificate(request.transport.get_extra_info("ssl_object"), self.trust)
-        except SessionError as exc:
-            log.warning("sync session refused remote=%s reason=%s", request.remote, exc)
+            peer = peer_certificate(ssl_object, self.trust)
+        except PeerRefused as exc:
+            node_id = claimed_node_id(ssl_object)
+            log.warning(
+                "sync session refused remote=%s node_id=%s reason=%s detail=%s",
+                request.remote,
+                node_id,
+                exc.reason,
+                exc,
+            )
+            self._on_refused(node_id, exc.reason, 1)
             raise web.HTTPForbidden(text=str(exc)) from None
+        if self._gossip is not None and GOSSIP_HEADER in request.headers:
+            self._gossip.hear(request.headers[GOSSIP_HEADER])
+        return peer
 
     async def _opening_frames(self, request: web.Request, peer: NodeCertificate) -> list[Frame]:
         body = await request.content.read(MAX_REQUEST_HEAD)
@@ -229,9 +281,10 @@ class SyncServer:
             raise web.HTTPBadRequest(text=f"bad opening: {exc}") from None
         hello = next((f for f in frames if isinstance(f, Hello)), None)
         try:
-            _check_hello(hello, peer, self.engine)
-        except SessionError as exc:
+            check_hello(hello, peer, self.engine)
+        except PeerRefused as exc:
             log.warning("sync session refused node_id=%s reason=%s", peer.node_id, exc)
+            self._on_refused(peer.node_id, exc.reason, 1)
             raise web.HTTPForbidden(text=str(exc)) from None
         return frames
 
@@ -241,7 +294,7 @@ class SyncServer:
         self._busy.add(peer.node_id)
 
     async def pull(self, request: web.Request) -> web.StreamResponse:
-        peer = self._authenticate(request)
+        peer = self.authenticate(request)
         frames = await self._opening_frames(request, peer)
         theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
         self._claim(peer)
@@ -251,9 +304,11 @@ class SyncServer:
             headers = {"Content-Type": CONTENT_TYPE}
             if self._news is not None:
                 headers[NEWS_HEADER] = self._news.version()
+            if self._gossip is not None:
+                headers[GOSSIP_HEADER] = self._gossip.announce()
             response = web.StreamResponse(headers=headers)
             await response.prepare(request)
-            await response.write(_opening(self.engine, await self.engine.frontier()))
+            await response.write(opening(self.engine, await self.engine.frontier()))
             async for data in _frames_out(self.engine, theirs, report):
                 await response.write(data)
             await response.write(encode_frame(End()))
@@ -272,40 +327,72 @@ class SyncServer:
         return response
 
     async def _served(self, report: SessionReport) -> None:
+        self._on_report(report)
         if self._on_served is not None and (report.sent or report.received):
             await self._on_served(report)
 
     async def push(self, request: web.Request) -> web.Response:
-        peer = self._authenticate(request)
+        peer = self.authenticate(request)
         self._claim(peer)
         report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
         try:
             receiver = self.engine.receiver()
-            ingest = await _receive(receiver, request.content.iter_chunked(READ_CHUNK), report)
+            ingest = await receive_stream(
+                receiver, request.content.iter_chunked(READ_CHUNK), report
+            )
             if receiver.peer is not None:
-                _check_hello(receiver.peer, peer, self.engine)
-            _note(report, ingest)
+                check_hello(receiver.peer, peer, self.engine)
+            note_ingest(report, ingest)
         except SessionError as exc:
             log.warning("sync serve push failed node_id=%s reason=%s", peer.node_id, exc)
             self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)
+            self._on_refused(peer.node_id, getattr(exc, "reason", "stream"), 1)
             raise web.HTTPBadRequest(text=str(exc)) from None
         finally:
             self._busy.discard(peer.node_id)
         self.counters.session(CARRIER, "server", OK, report.bytes_in, 0, report.refused)
+        for reason, count in report.refusals.items():
+            self._on_refused(peer.node_id, reason, count)
+        if report.skipped:
+            log.info(
+                "sync serve push replayed node_id=%s entries=%d (already held, no effect)",
+                peer.node_id,
+                report.skipped,
+            )
+            self._on_refused(peer.node_id, "replayed", report.skipped)
         log.info(
-            "sync serve push node_id=%s received=%d refused=%d",
+            "sync serve push node_id=%s received=%d refused=%d bytes_in=%d",
             peer.node_id,
             report.received,
             len(report.refused),
+            report.bytes_in,
         )
         self.sessions.append(report)
         await self._served(report)
         return web.Response(
-            body=_opening(self.engine, await self.engine.frontier()), content_type=CONTENT_TYPE
+            body=opening(self.engine, await self.engine.frontier()), content_type=CONTENT_TYPE
         )
 
 
 # ----- client ----------------------------------------------------------------------------
+
+
+@dataclass
+class Dial:
+    """How a client reaches a peer: URL, TLS context, and what else it sends or expects."""
+
+    base_url: str
+    context: ssl.SSLContext
+    trust: Trust
+    expected_node_id: str | None = None
+    server_hostname: str | None = None  # the TLS server name (the hub picks a network by it)
+    gossip: Gossip | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {GOSSIP_HEADER: self.gossip.announce()} if self.gossip is not None else {}
+
+    def options(self) -> dict[str, object]:
+        return {"server_hostname": self.server_hostname} if self.server_hostname else {}
 
 
 async def sync_with(
@@ -314,33 +401,21 @@ async def sync_with(
     context: ssl.SSLContext,
     trust: Trust,
     expected_node_id: str | None = None,
+    gossip: Gossip | None = None,
 ) -> SessionReport:
     """Run one session with the node at `base_url` (https://host:port).
 
     Pull and push share one kept-alive connection: the client closes it when done. (A
     server that closed first, after writing a large stream the client was still reading,
     would lose the unread tail when its TLS shutdown timed out.)"""
+    dial = Dial(base_url, context, trust, expected_node_id, gossip=gossip)
     report = SessionReport()
     connector = aiohttp.TCPConnector(ssl=context, limit=1)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
-            opening = _opening(engine, await engine.frontier())
-            report.bytes_out += len(opening)
-            async with http.post(base_url + PULL, data=opening) as response:
-                if response.status == web.HTTPConflict.status_code:
-                    raise PeerBusy(f"{base_url} is already in a session with this node")
-                if response.status != 200:
-                    raise SessionError(f"peer answered {response.status}: {await response.text()}")
-                peer = _session_peer(response, trust, expected_node_id)
-                report.peer, report.peer_name = peer.node_id, peer.name
-                report.news = response.headers.get(NEWS_HEADER, "")
-                receiver = engine.receiver()
-                ingest = await _receive(receiver, response.content.iter_chunked(READ_CHUNK), report)
-                _check_hello(receiver.peer, peer, engine)
-                _note(report, ingest)
-                theirs = receiver.their_frontier or Frontier()
+            theirs = await pull_from(http, engine, dial, report)
             if missing(await engine.frontier(), theirs):
-                await _push(http, engine, base_url, theirs, report)
+                await push_to(http, engine, dial, _frames_out(engine, theirs, report), report)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise SessionError(f"cannot sync with {base_url}: {exc}") from exc
     log.info(
@@ -352,6 +427,32 @@ async def sync_with(
         report.bytes_out,
     )
     return report
+
+
+async def pull_from(
+    http: aiohttp.ClientSession, engine: SyncEngine, dial: Dial, report: SessionReport
+) -> Frontier:
+    """Request 1 of a session: take what the peer has for us; the peer's frontier."""
+    first = opening(engine, await engine.frontier())
+    report.bytes_out += len(first)
+    async with http.post(
+        dial.base_url + PULL, data=first, headers=dial.headers(), **dial.options()
+    ) as response:
+        if response.status == web.HTTPConflict.status_code:
+            raise PeerBusy(f"{dial.base_url} is already in a session with this node")
+        if response.status != 200:
+            raise SessionError(f"peer answered {response.status}: {await response.text()}")
+        peer = _session_peer(response, dial.trust, dial.expected_node_id)
+        report.peer, report.peer_name = peer.node_id, peer.name
+        report.news = response.headers.get(NEWS_HEADER, "")
+        if dial.gossip is not None and GOSSIP_HEADER in response.headers:
+            dial.gossip.hear(response.headers[GOSSIP_HEADER])
+        receiver = engine.receiver()
+        stream = response.content.iter_chunked(READ_CHUNK)
+        ingest = await receive_stream(receiver, stream, report)
+        check_hello(receiver.peer, peer, engine)
+        note_ingest(report, ingest)
+        return receiver.their_frontier or Frontier()
 
 
 async def fetch_news(base_url: str, context: ssl.SSLContext) -> bytes:
@@ -377,7 +478,7 @@ def _session_peer(
 ) -> NodeCertificate:
     connection = response.connection
     transport = connection.transport if connection is not None else None
-    peer = _peer_certificate(
+    peer = peer_certificate(
         transport.get_extra_info("ssl_object") if transport is not None else None, trust
     )
     if expected_node_id is not None and peer.node_id != expected_node_id:
@@ -385,25 +486,33 @@ def _session_peer(
     return peer
 
 
-async def _push(
+async def push_to(
     http: aiohttp.ClientSession,
     engine: SyncEngine,
-    base_url: str,
-    theirs: Frontier,
+    dial: Dial,
+    frames: AsyncIterator[bytes],
     report: SessionReport,
-) -> None:
+) -> Frontier:
+    """Request 2: stream `frames` (encoded chunks) to the peer; its frontier afterwards."""
+
     async def body() -> AsyncIterator[bytes]:
         head = HEADER + encode_frame(engine.hello())
         report.bytes_out += len(head)
         yield head
-        async for data in _frames_out(engine, theirs, report):
+        async for data in frames:
             yield data
         yield encode_frame(End())
 
+    headers = {"Content-Type": CONTENT_TYPE, **dial.headers()}
     async with http.post(
-        base_url + PUSH, data=body(), headers={"Content-Type": CONTENT_TYPE}
+        dial.base_url + PUSH, data=body(), headers=headers, **dial.options()
     ) as response:
         answer = await response.read()
         report.bytes_in += len(answer)
         if response.status != 200:
             raise SessionError(f"peer refused the push: {response.status} {answer[:200]!r}")
+    try:
+        decoded = BundleDecoder().feed(answer)
+    except BundleError as exc:
+        raise SessionError(f"bad push answer from peer: {exc}") from exc
+    return next((f for f in decoded if isinstance(f, Frontier)), Frontier())

@@ -1,0 +1,180 @@
+"""One round between a node and the hub: the LAN session's pull, then pushes in small pieces.
+
+The round speaks the LAN protocol (`node/sync_session.py`): request 1 pulls what the hub
+holds for the network and learns the hub's frontier; then, instead of one push with
+everything, it pushes pieces of about `piece_bytes` (whole chunks, each ending at a signed
+checkpoint), and the hub answers every piece with its new frontier. An interrupted round
+loses at most the piece in flight: the hub committed every chunk whose checkpoint it read,
+and the next round starts from the hub's frontier.
+
+Pieces favour small, recent changes: origins with the fewest missing entries go first,
+ties broken by the newest checkpoint, so one operator's edit is not stuck behind another
+office's bulk import. Only signed chunks travel (entries past an origin's last checkpoint
+never do). An origin the hub already holds is sent without its certificate (the hub
+verifies with the one it stored).
+
+Bytes are counted at the socket (TLS records, both directions) by a `Meter`, so the
+uplink's budget (`node/uplink_budget.py`) is charged what the mobile operator charges.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from simpul.node.sync_session import (
+    SESSION_TIMEOUT,
+    Dial,
+    SessionError,
+    SessionReport,
+    pull_from,
+    push_to,
+)
+from simpul.sync.bundle import Certificate, Checkpoint, Entries, encode_frame
+from simpul.sync.engine import SyncEngine
+from simpul.sync.frontier import Frontier, missing
+
+log = logging.getLogger(__name__)
+
+PIECE_BYTES = 32 * 1024
+
+
+class Meter:
+    """Bytes through the sockets it made, both directions (TLS overhead included)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.received
+
+    def socket(self, addr_info: Any) -> socket.socket:
+        """An aiohttp `socket_factory`."""
+        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+        return _CountingSocket(self, family, kind, proto)
+
+
+class _CountingSocket(socket.socket):
+    """A socket that adds what it sends and receives to its meter (asyncio calls these)."""
+
+    def __init__(self, meter: Meter, *args: Any) -> None:
+        super().__init__(*args)
+        self.meter = meter
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self.meter.sent += sent
+        return sent
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data = super().recv(size, flags)
+        self.meter.received += len(data)
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        got = super().recv_into(buffer, nbytes, flags)
+        self.meter.received += got
+        return got
+
+
+@dataclass
+class HubRound:
+    """What one round with the hub did."""
+
+    report: SessionReport = field(default_factory=SessionReport)
+    hub_frontier: Frontier | None = None
+    pieces: int = 0
+    stopped_by_budget: bool = False
+
+
+async def _order(engine: SyncEngine, todo: dict[bytes, tuple[int, int]]) -> list[bytes]:
+    """Origins with the fewest missing entries first, then the most recently signed."""
+    latest = dict(
+        await engine.db.fetchall("SELECT origin, max(at_ms) FROM checkpoints GROUP BY origin")
+    )
+    return sorted(todo, key=lambda o: (todo[o][1] - todo[o][0], -(latest.get(o) or 0), o))
+
+
+async def next_piece(
+    engine: SyncEngine, theirs: Frontier, piece_bytes: int, report: SessionReport
+) -> list[bytes]:
+    """Encoded frames of whole chunks the hub lacks, about `piece_bytes` of them."""
+    mine = await engine.frontier()
+    todo = missing(mine, theirs)
+    piece: list[bytes] = []
+    size = 0
+    for origin in await _order(engine, todo):
+        only = Frontier({**mine, origin: theirs.get(origin, 0)})
+        frames = engine.outgoing_frames(only)
+        try:
+            async for frame in frames:
+                if isinstance(frame, Certificate) and theirs.get(origin, 0):
+                    continue
+                data = encode_frame(frame)
+                piece.append(data)
+                size += len(data)
+                if isinstance(frame, Entries):
+                    report.sent += len(frame.items)
+                if isinstance(frame, Checkpoint) and size >= piece_bytes:
+                    return piece
+        finally:
+            await frames.aclose()
+    return piece
+
+
+async def _chunks(piece: list[bytes], report: SessionReport) -> AsyncIterator[bytes]:
+    for data in piece:
+        report.bytes_out += len(data)
+        yield data
+
+
+async def hub_round(
+    engine: SyncEngine,
+    dial: Dial,
+    meter: Meter,
+    may_continue: Callable[[], bool] = lambda: True,
+    on_frontier: Callable[[Frontier], None] = lambda frontier: None,
+    piece_bytes: int = PIECE_BYTES,
+) -> HubRound:
+    """Pull from the hub, then push what it lacks piece by piece while `may_continue()`;
+    `on_frontier` hears every frontier the hub answers with."""
+    done = HubRound()
+    connector = aiohttp.TCPConnector(ssl=dial.context, limit=1, socket_factory=meter.socket)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
+            theirs = await pull_from(http, engine, dial, done.report)
+            done.hub_frontier = theirs
+            on_frontier(theirs)
+            while True:
+                if not may_continue():
+                    done.stopped_by_budget = True
+                    break
+                piece = await next_piece(engine, theirs, piece_bytes, done.report)
+                if not piece:
+                    break
+                before = theirs
+                theirs = await push_to(http, engine, dial, _chunks(piece, done.report), done.report)
+                done.hub_frontier = theirs
+                done.pieces += 1
+                on_frontier(theirs)
+                if theirs == before:
+                    raise SessionError("the hub took nothing of the last piece (see its log)")
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise SessionError(f"cannot sync with the hub at {dial.base_url}: {exc}") from exc
+    log.info(
+        "uplink round hub=%s received=%d sent=%d pieces=%d socket_bytes_out=%d socket_bytes_in=%d",
+        done.report.peer or "?",
+        done.report.received,
+        done.report.sent,
+        done.pieces,
+        meter.sent,
+        meter.received,
+    )
+    return done
