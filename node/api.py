@@ -17,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from simpul.node import uplink_state
 from simpul.node.clock_floor import TOLERANCE_MS, ClockBehind
+from simpul.node.delivery import mark_delivered
 from simpul.node.membership import load_membership
 from simpul.node.peers import PeerTable
 from simpul.node.runtime import Node
@@ -206,6 +208,7 @@ async def create_record(request: web.Request) -> web.Response:
     except RecordExists:
         return error(409, "a record with this id already exists", id=household.get("id"))
     log.info("record create id=%s operator=%s", record["id"], operator.username)
+    await mark_delivered(node, [record])
     return web.json_response(record, status=201)
 
 
@@ -279,6 +282,7 @@ async def get_record(request: web.Request) -> web.Response:
         return error(404, "no such record")
     if record["_meta"]["deleted"]:
         return error(410, "record deleted", id=record["id"], _meta=record["_meta"])
+    await mark_delivered(request.app[NODE_KEY], [record])
     return web.json_response(record)
 
 
@@ -307,6 +311,7 @@ async def patch_record(request: web.Request) -> web.Response:
             return error(403, str(exc))
         return invalid([FieldError(NOTE, str(exc))])
     log.info("record patch id=%s operator=%s", record_id, operator.username)
+    await mark_delivered(node, [record])
     return web.json_response(record)
 
 
@@ -352,6 +357,7 @@ async def list_records(request: web.Request) -> web.Response:
         limit=limit,
         offset=offset,
     )
+    await mark_delivered(request.app[NODE_KEY], items)
     return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
@@ -394,6 +400,7 @@ async def status_of(node: Node) -> dict[str, Any]:
         "frontier": {origin.hex(): seq for origin, seq in sync.frontier.items()},
         "peers": peers,
         "usb": read_status(node.data_dir),
+        "uplink": uplink_state.facts(node.data_dir, sync.frontier),
     }
 
 

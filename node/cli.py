@@ -10,12 +10,14 @@ import csv
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from simpul.crypto.node_key import verify_signature
+from simpul.node import uplink_state
 from simpul.node.api import status_of
 from simpul.node.cli_appliance import backup, doctor, restore
 from simpul.node.cli_hub import hub
@@ -24,7 +26,7 @@ from simpul.node.cli_peers import peer, peers, when
 from simpul.node.cli_support import parse_listen, read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
-from simpul.node.runtime import default_data_dir, open_node
+from simpul.node.runtime import default_data_dir, open_node, prepare_data_dir
 from simpul.node.server import serve
 from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
 from simpul.sync.operators import ROLES
@@ -91,6 +93,23 @@ main.add_command(hub)
     type=click.Path(file_okay=False, path_type=Path),
     help="Another folder where USB drives are mounted (besides /media, /run/media, /mnt).",
 )
+@click.option(
+    "--hub",
+    "hub_url",
+    default=None,
+    help="The district hub, https://HOST:PORT (kept in the data dir for later starts).",
+)
+@click.option(
+    "--uplink-budget",
+    default=None,
+    help="Bytes the uplink may spend, DAY[/MONTH], e.g. 20M/300M (kept like --hub).",
+)
+@click.option(
+    "--hub-period",
+    type=click.FloatRange(1, 86400),
+    default=None,
+    help="Seconds between rounds with the hub when nothing is waiting to go up (default 300).",
+)
 @click.pass_obj
 def node(
     data_dir: Path,
@@ -98,16 +117,25 @@ def node(
     sync_port: int | None,
     sync_period: float | None,
     usb_roots: tuple[Path, ...],
+    hub_url: str | None,
+    uplink_budget: str | None,
+    hub_period: float | None,
 ) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
+    prepare_data_dir(data_dir)
+    try:
+        uplink = uplink_state.configure(data_dir, hub_url, uplink_budget)
+    except uplink_state.UplinkConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
     def ready(url: str, lan_port: int | None) -> None:
         sync = f" (LAN sync on port {lan_port})" if lan_port else " (LAN sync off: no network)"
         click.echo(f"Simpul node running at {url}{sync}", nl=True)
         sys.stdout.flush()
 
-    run(serve(data_dir, host, port, ready, sync_port, sync_period, list(usb_roots)))
+    usb = list(usb_roots)
+    run(serve(data_dir, host, port, ready, sync_port, sync_period, usb, uplink, hub_period))
 
 
 @main.group()
@@ -232,6 +260,7 @@ def status(data_dir: Path, as_json: bool) -> None:
     peers = facts.pop("peers", [])
     frontier = facts.pop("frontier", {})
     usb_facts = facts.pop("usb", None) or {}
+    uplink = facts.pop("uplink", None)
     for key, value in facts.items():
         if isinstance(value, list):
             value = ", ".join(map(str, value))
@@ -250,6 +279,26 @@ def status(data_dir: Path, as_json: bool) -> None:
     if usb_facts:
         line = usb_facts.get("message") or usb_facts.get("progress") or usb_facts.get("state")
         click.echo(f"usb: {usb_facts.get('drive')}: {line}")
+    show_uplink(uplink)
+
+
+def show_uplink(uplink: dict[str, Any] | None) -> None:
+    if uplink is None:
+        click.echo("hub: none configured (simpul node --hub https://HOST:PORT)")
+        return
+    reached = uplink["last_reached_ms"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reached / 1000)) if reached else "-"
+    budget = f"{uplink['budget_day'] or '-'} / {uplink['budget_month'] or '-'}"
+    reachable = {True: "yes", False: "no", None: "not checked"}[uplink["reachable"]]
+    click.echo(f"hub: {uplink['hub']}  reachable: {reachable}  last reached: {when}")
+    click.echo(f"  uplink node: {uplink['uplink_node'] or '-'}  state: {uplink['state']}")
+    click.echo(
+        f"  bytes today: {uplink['bytes_today']}  this month: {uplink['bytes_this_month']}"
+        f"  budget (day / month): {budget}"
+    )
+    click.echo(f"  still to send: {uplink['still_to_send']} entries")
+    if uplink["last_error"]:
+        click.echo(f"  last error: {uplink['last_error']}")
 
 
 @main.command()

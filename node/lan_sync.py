@@ -19,6 +19,8 @@ from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
 from simpul.node.sync_session import SessionReport, SyncServer, fetch_news
 from simpul.node.trust_policy import network_engine
+from simpul.node.uplink import Uplink
+from simpul.node.uplink_state import UplinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,41 @@ class LanSync:
         self.client_context = client_context(*contexts, membership.revocations, private_dir=private)
         self.runner: web.AppRunner | None = None
         self.scheduler: SyncScheduler | None = None
+        self.uplink: Uplink | None = None
         self.port = 0
+
+    def poke(self) -> None:
+        """Sync with every LAN peer soon."""
+        if self.scheduler is not None:
+            self.scheduler.poke()
+
+    def committed(self) -> None:
+        """A local change was committed: tell the LAN, and the hub if this node uplinks."""
+        self.poke()
+        if self.uplink is not None:
+            self.uplink.poke()
 
     @classmethod
     async def start(
-        cls, node: Node, membership: Membership, port: int, period: float | None = None
+        cls,
+        node: Node,
+        membership: Membership,
+        port: int,
+        period: float | None = None,
+        hub: UplinkConfig | None = None,
+        hub_period: float | None = None,
     ) -> LanSync:
         lan = cls(node, membership)
         busy: set[str] = set()
-        server = SyncServer(lan.engine, lan.trust, busy, lan._served, lan.news, node.counters)
+        if hub is not None and hub.hub is not None:
+            lan.uplink = Uplink(
+                node.data_dir, hub, lan.engine, lan.client_context, lan.news, lan.poke,
+                **({"hub_period": hub_period} if hub_period else {}),
+            )  # fmt: skip
+        gossip = lan.uplink.gossip if lan.uplink else None
+        server = SyncServer(
+            lan.engine, lan.trust, busy, lan._served, lan.news, node.counters, gossip
+        )
         lan.runner = web.AppRunner(
             server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
         )
@@ -67,11 +95,14 @@ class LanSync:
             busy,
             after_session=lan._after_session,
             counters=node.counters,
+            gossip=gossip,
             **({"period": period} if period else {}),
         )
-        node.records.on_commit = lan.scheduler.poke
+        node.records.on_commit = lan.committed
         await lan.scheduler.start()
         lan.scheduler.poke()
+        if lan.uplink is not None:
+            lan.uplink.start()
         log.info("lan sync listening node_id=%s port=%d", node.node_id, lan.port)
         return lan
 
@@ -99,6 +130,8 @@ class LanSync:
             self.scheduler.peer_seen(peer)
 
     async def stop(self) -> None:
+        if self.uplink is not None:
+            await self.uplink.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.runner is not None:

@@ -21,6 +21,7 @@ from simpul.node.metrics import add_metrics_routes
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node, open_node
 from simpul.node.systemd_notify import Notifier
+from simpul.node.uplink_state import UplinkConfig
 from simpul.node.usb_api import add_usb_routes
 from simpul.node.usb_watcher import UsbWatcher
 from simpul.node.web import add_web_routes, page_auth
@@ -74,6 +75,8 @@ async def serve(
     sync_port: int | None = None,
     sync_period: float | None = None,
     usb_roots: list[Path] | None = None,
+    uplink: UplinkConfig | None = None,
+    hub_period: float | None = None,
 ) -> None:
     """Run the node on host:port until SIGINT/SIGTERM; `ready` gets the URL and the LAN sync
     port (None without a network) once listening.
@@ -99,9 +102,11 @@ async def serve(
         lan = None
         if membership is not None:
             lan_port = bound + 1 if sync_port is None else sync_port
-            lan = await LanSync.start(node, membership, lan_port, sync_period)
+            lan = await LanSync.start(node, membership, lan_port, sync_period, uplink, hub_period)
         else:
             log.info("lan sync off node_id=%s reason=no network yet", node.node_id)
+            if uplink is not None and uplink.hub is not None:
+                log.warning("uplink off node_id=%s reason=no network yet", node.node_id)
         ready(url, lan.port if lan else None)
         notifier = Notifier.from_environment()
         notifier.ready(f"serving {url}")

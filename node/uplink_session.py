@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from simpul.node.sync_session import (
+    NEWS,
     SESSION_TIMEOUT,
     Dial,
     SessionError,
@@ -178,3 +179,17 @@ async def hub_round(
         meter.received,
     )
     return done
+
+
+async def post_news(dial: Dial, offer: bytes, meter: Meter) -> None:
+    """Hand the hub this node's network news (a newer revocation list)."""
+    connector = aiohttp.TCPConnector(ssl=dial.context, socket_factory=meter.socket)
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http,
+            http.post(dial.base_url + NEWS, data=offer, **dial.options()) as answer,  # type: ignore[arg-type]
+        ):
+            if answer.status != 200:
+                raise SessionError(f"the hub answered {answer.status} to network news")
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise SessionError(f"cannot hand network news to the hub: {exc}") from exc
