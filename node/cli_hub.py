@@ -95,8 +95,11 @@ def hub_import(data_dir: Path, network_id: str, file: Path) -> None:
     summary = run(go())
     click.echo(
         f"{summary['households']} households imported into network {network_id}: "
-        f"{summary['created']} new, {summary['updated']} updated"
+        f"{summary['created']} new, {summary['updated']} updated; "
+        f"{len(summary['rejected'])} rows rejected"
     )
+    for rejection in summary["rejected"][:20]:
+        click.echo(f"  line {rejection['line']}: {rejection['reason']}", err=True)
 
 
 @hub.command("status")

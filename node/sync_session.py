@@ -21,7 +21,7 @@ import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -410,7 +410,7 @@ async def sync_with(
     would lose the unread tail when its TLS shutdown timed out.)"""
     dial = Dial(base_url, context, trust, expected_node_id, gossip=gossip)
     report = SessionReport()
-    connector = aiohttp.TCPConnector(ssl=context, limit=1)
+    connector = PeerConnector(ssl=context, limit=1)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
             theirs = await pull_from(http, engine, dial, report)
@@ -442,7 +442,7 @@ async def pull_from(
             raise PeerBusy(f"{dial.base_url} is already in a session with this node")
         if response.status != 200:
             raise SessionError(f"peer answered {response.status}: {await response.text()}")
-        peer = _session_peer(response, dial.trust, dial.expected_node_id)
+        peer = _session_peer(http.connector, dial.trust, dial.expected_node_id)
         report.peer, report.peer_name = peer.node_id, peer.name
         report.news = response.headers.get(NEWS_HEADER, "")
         if dial.gossip is not None and GOSSIP_HEADER in response.headers:
@@ -473,14 +473,25 @@ async def fetch_news(base_url: str, context: ssl.SSLContext) -> bytes:
         raise SessionError(f"cannot fetch network news from {base_url}: {exc}") from exc
 
 
+class PeerConnector(aiohttp.TCPConnector):
+    """A connector that keeps the TLS object of its newest connection, for the peer check.
+
+    (A response whose body arrived with its headers has already given its connection
+    back by the time the caller looks, so the peer cannot be read from the response.)"""
+
+    ssl_object: object = None
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        protocol = await super()._create_connection(*args, **kwargs)
+        transport = getattr(protocol, "transport", None)
+        self.ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        return protocol
+
+
 def _session_peer(
-    response: aiohttp.ClientResponse, trust: Trust, expected_node_id: str | None
+    connector: aiohttp.BaseConnector | None, trust: Trust, expected_node_id: str | None
 ) -> NodeCertificate:
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    peer = peer_certificate(
-        transport.get_extra_info("ssl_object") if transport is not None else None, trust
-    )
+    peer = peer_certificate(getattr(connector, "ssl_object", None), trust)
     if expected_node_id is not None and peer.node_id != expected_node_id:
         raise SessionError(f"expected node {expected_node_id} at this address, met {peer.node_id}")
     return peer

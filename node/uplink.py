@@ -49,7 +49,7 @@ LEASE_SECONDS = 45.0
 HUB_PERIOD_SECONDS = 300.0
 PROBE_TIMEOUT = 5.0
 BACKOFF_START = 5.0
-BACKOFF_MAX = 30.0  # a node given a link notices within half a minute
+BACKOFF_MAX = 20.0  # a node given a link notices within 20 s
 BUDGET_RECHECK_SECONDS = 60.0
 
 
@@ -214,7 +214,7 @@ class Uplink:
         self.poke_lan()
         if await self._round_due():
             await self.round()
-        return REFRESH_SECONDS
+        return min(REFRESH_SECONDS, self.hub_period)
 
     async def reachable(self) -> bool:
         """A TCP connect to the hub (no TLS, no payload): cheap on a metered link."""

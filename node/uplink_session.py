@@ -31,6 +31,7 @@ from simpul.node.sync_session import (
     NEWS,
     SESSION_TIMEOUT,
     Dial,
+    PeerConnector,
     SessionError,
     SessionReport,
     pull_from,
@@ -147,7 +148,7 @@ async def hub_round(
     """Pull from the hub, then push what it lacks piece by piece while `may_continue()`;
     `on_frontier` hears every frontier the hub answers with."""
     done = HubRound()
-    connector = aiohttp.TCPConnector(ssl=dial.context, limit=1, socket_factory=meter.socket)
+    connector = PeerConnector(ssl=dial.context, limit=1, socket_factory=meter.socket)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
             theirs = await pull_from(http, engine, dial, done.report)

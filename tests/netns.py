@@ -9,8 +9,13 @@
   with the multicast route `224.0.0.0/4 dev eth0` that mDNS needs.
 
 Traffic between the hosts stays on that bridge: the subnet exists only inside these
-namespaces. `spawn(i, argv)` runs a program on host i (`ip netns exec`); `close()` kills
-every process still in the namespaces (they are all the test's own) and deletes them.
+namespaces. `add_upstream()` adds one more namespace `smp-<random>-up` (the district hub's
+side of the internet: a bridge `br1` addressed `10.214.<random>.1/24`) that the office
+hosts have no route to until `link_upstream(i)` gives host i an interface `wan0` on it
+(`unlink_upstream(i)` takes it away again).
+
+`spawn(i, argv)` runs a program on host i (`ip netns exec`); `close()` kills every
+process still in the namespaces (they are all the test's own) and deletes them.
 
 Tests get a factory from the `lan` fixture (`net = lan(3)`; import `lan_fixture` from this
 module to use it), which skips the test with the
@@ -33,7 +38,9 @@ from typing import Any
 import pytest
 
 SUBNET_PREFIX = "10.213"
+UPSTREAM_PREFIX = "10.214"
 HOST_IFACE = "eth0"
+UPSTREAM_IFACE = "wan0"
 MULTICAST_ROUTE = "224.0.0.0/4"
 MAX_HOSTS = 250
 
@@ -74,6 +81,7 @@ class Lan:
         self.hosts = [Host(f"smp-{tag}-{i}", f"{self.subnet}.{i + 1}") for i in range(hosts)]
         self._namespaces: list[str] = []
         self._processes: list[asyncio.subprocess.Process] = []
+        self.upstream: Host | None = None
 
     def create(self) -> None:
         """Build the bridge and the hosts; on any failure undo what was made and raise.
@@ -120,10 +128,44 @@ class Lan:
         ip("-n", namespace, "link", "set", HOST_IFACE, "up")
         ip("-n", namespace, "route", "replace", MULTICAST_ROUTE, "dev", HOST_IFACE)
 
+    def add_upstream(self) -> Host:
+        """The upstream namespace (no office host can reach it yet); its address."""
+        tag = self.bridge_namespace.removesuffix("-br")
+        subnet = f"{UPSTREAM_PREFIX}.{secrets.randbelow(256)}"
+        self.upstream = Host(f"{tag}-up", f"{subnet}.1")
+        self._add_namespace(self.upstream.namespace)
+        up = self.upstream.namespace
+        ip("-n", up, "link", "add", "br1", "type", "bridge")
+        ip("-n", up, "addr", "add", f"{self.upstream.address}/24", "dev", "br1")
+        ip("-n", up, "link", "set", "br1", "up")
+        return self.upstream
+
+    def link_upstream(self, i: int) -> None:
+        """Give host i an interface on the upstream bridge (address ….<i + 10>)."""
+        assert self.upstream is not None, "add_upstream() first"
+        up, host = self.upstream.namespace, self.hosts[i].namespace
+        port = f"w{i}"
+        ip("-n", up, "link", "add", port, "type", "veth", "peer", "name", UPSTREAM_IFACE,
+           "netns", host)  # fmt: skip
+        ip("-n", up, "link", "set", port, "master", "br1", "up")
+        address = self.upstream.address.rsplit(".", 1)[0] + f".{i + 10}/24"
+        ip("-n", host, "addr", "add", address, "dev", UPSTREAM_IFACE)
+        ip("-n", host, "link", "set", UPSTREAM_IFACE, "up")
+
+    def unlink_upstream(self, i: int) -> None:
+        """Take host i's upstream interface away (both ends of the pair go)."""
+        ip("-n", self.hosts[i].namespace, "link", "del", UPSTREAM_IFACE)
+
     async def spawn(self, i: int, argv: list[str], **kwargs: Any) -> asyncio.subprocess.Process:
         """Start `argv` on host i; killed at `close()` if still running."""
+        return await self.spawn_in(self.hosts[i].namespace, argv, **kwargs)
+
+    async def spawn_in(
+        self, namespace: str, argv: list[str], **kwargs: Any
+    ) -> asyncio.subprocess.Process:
+        """Start `argv` in one of this Lan's namespaces (a host's, or the upstream one)."""
         process = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.hosts[i].namespace, *argv, **kwargs
+            "ip", "netns", "exec", namespace, *argv, **kwargs
         )
         self._processes.append(process)
         return process

@@ -62,6 +62,7 @@ class HostNode:
     node_id: str
     token: str
     log: Path
+    process: asyncio.subprocess.Process | None = None
 
     async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
         """Call this node's JSON API from inside its namespace; fail unless it answers 2xx."""
@@ -83,8 +84,9 @@ class HostNode:
         return [line for line in self.log.read_text().splitlines() if text in line]
 
 
-async def start_node(net: Lan, host: int, template: Path, tmp_path: Path) -> HostNode:
-    """Copy a data dir, give it an API token and run `simpul node` on `host` with it."""
+async def start_node(net: Lan, host: int, template: Path, tmp_path: Path, *extra: str) -> HostNode:
+    """Copy a data dir, give it an API token and run `simpul node` on `host` with it
+    (and `extra` arguments)."""
     data_dir = tmp_path / f"host{host}-{template.name}"
     shutil.copytree(template, data_dir)
     node = HostNode(
@@ -94,7 +96,7 @@ async def start_node(net: Lan, host: int, template: Path, tmp_path: Path) -> Hos
     env = {k: v for k, v in os.environ.items() if k != DISCOVERY_ENV} | {"PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "simpul.node", "--data-dir", str(data_dir), "node",
             "--listen", f"0.0.0.0:{HTTP_PORT}", "--sync-port", str(SYNC_PORT),
-            "--sync-period", SYNC_PERIOD]  # fmt: skip
+            "--sync-period", SYNC_PERIOD, *extra]  # fmt: skip
     with node.log.open("wb") as stderr:
         process = await net.spawn(
             host, argv, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
@@ -102,6 +104,7 @@ async def start_node(net: Lan, host: int, template: Path, tmp_path: Path) -> Hos
     assert process.stdout is not None
     ready = await asyncio.wait_for(process.stdout.readline(), timeout=60)
     assert f"(LAN sync on port {SYNC_PORT})".encode() in ready, ready
+    node.process = process
     return node
 
 
