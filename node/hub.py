@@ -140,6 +140,7 @@ class Hub:
             news=news,
             on_refused=lambda node, reason, n: self._refused(network_id, node, reason, n),
             on_report=lambda report: self.counters.served(network_id, report),
+            staged=store.staging.frontier,
         )
         served = ServedNetwork(network_id, news, store, server, context)
         self.networks[network_id] = served

@@ -17,6 +17,13 @@ from typing import Protocol
 
 from simpul.crypto.node_key import NodeKey
 from simpul.node.hub_networks import network_folder
+from simpul.node.hub_staging import (
+    STAGING_DIR,
+    FileStaging,
+    Staging,
+    StagingEngine,
+    StagingReceiver,
+)
 from simpul.node.membership import Membership
 from simpul.node.runtime import Node, open_node
 from simpul.sync.bundle import Frame, Hello
@@ -36,7 +43,10 @@ class NetworkStore(Protocol):
 
     def outgoing_frames(self, theirs: Mapping[bytes, int]) -> AsyncIterator[Frame]: ...
 
-    def receiver(self) -> Receiver: ...
+    def receiver(self) -> Receiver | StagingReceiver: ...
+
+    @property
+    def staging(self) -> Staging: ...
 
 
 class HubStore(Protocol):
@@ -58,18 +68,19 @@ class SqliteHubStore:
         self._stack = AsyncExitStack()
         self._nodes: dict[str, Node] = {}
 
-    async def open_network(self, membership: Membership, trust: TrustPolicy) -> SyncEngine:
+    async def open_network(self, membership: Membership, trust: TrustPolicy) -> StagingEngine:
         network_id = membership.network_id
         folder = network_folder(self.hub_dir, network_id)
         node = await self._stack.enter_async_context(open_node(folder, self.key))
         self._nodes[network_id] = node
-        return SyncEngine(
+        engine = SyncEngine(
             node.db,
             self.key.node_id,
             trust,
             network_id=bytes.fromhex(network_id),
             certificate=membership.certificate.pem,
         )
+        return StagingEngine(engine, FileStaging(folder / STAGING_DIR))
 
     async def counts(self, network_id: str) -> dict[str, int]:
         return await self._nodes[network_id].records.counts()

@@ -16,6 +16,7 @@ at most one session per peer at a time (409 otherwise).
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 from collections import Counter
@@ -41,7 +42,7 @@ from simpul.sync.bundle import (
     encode_frame,
 )
 from simpul.sync.engine import IngestReport, Receiver, SyncEngine
-from simpul.sync.frontier import Frontier, missing
+from simpul.sync.frontier import Frontier, FrontierError, missing
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ PUSH = "/sync/v1/push"
 NEWS = "/sync/v1/network"
 NEWS_HEADER = "X-Simpul-Network"  # the server's network-news version, on every pull answer
 GOSSIP_HEADER = "X-Simpul-Uplink"  # who uplinks to the hub and what it holds (node/uplink.py)
+STAGED_HEADER = "X-Simpul-Staged"  # the hub: entries it keeps of chunks cut short (a frontier)
 READ_CHUNK = 64 * 1024
 MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
@@ -97,6 +99,7 @@ class SessionReport:
     refusals: Counter[str] = field(default_factory=Counter)  # refused entries per reason
     forked: set[str] = field(default_factory=set)  # origins whose feed forked (clones?)
     news: str = ""  # the peer's network-news version (revocations, data keys)
+    staged: Frontier | None = None  # the hub's entries of unfinished chunks (STAGED_HEADER)
 
 
 class NetworkNews(Protocol):
@@ -113,6 +116,16 @@ class Gossip(Protocol):
     def announce(self) -> str: ...
 
     def hear(self, value: str) -> None: ...
+
+
+def frontier_header(frontier: Frontier) -> str:
+    """A frontier as an HTTP header value (base64 of its encoding)."""
+    return base64.b64encode(frontier.encode()).decode()
+
+
+def parse_frontier_header(value: str) -> Frontier:
+    """The frontier in a header value; ValueError or FrontierError if malformed."""
+    return Frontier.decode(base64.b64decode(value, validate=True))
 
 
 def opening(engine: SyncEngine, frontier: Frontier) -> bytes:
@@ -227,6 +240,7 @@ class SyncServer:
         gossip: Gossip | None = None,
         on_refused: Callable[[str, str, int], None] | None = None,
         on_report: Callable[[SessionReport], None] | None = None,
+        staged: Callable[[], Frontier] | None = None,
     ) -> None:
         self.counters = counters or SyncCounters()
         self.engine = engine
@@ -238,6 +252,7 @@ class SyncServer:
         # (node id or "", reason key, entries or 1): every refusal, for counting
         self._on_refused = on_refused or (lambda node_id, reason, count: None)
         self._on_report = on_report or (lambda report: None)
+        self._staged = staged
         self.sessions: list[SessionReport] = []
 
     def app(self) -> web.Application:
@@ -306,6 +321,8 @@ class SyncServer:
                 headers[NEWS_HEADER] = self._news.version()
             if self._gossip is not None:
                 headers[GOSSIP_HEADER] = self._gossip.announce()
+            if self._staged is not None:
+                headers[STAGED_HEADER] = frontier_header(self._staged())
             response = web.StreamResponse(headers=headers)
             await response.prepare(request)
             await response.write(opening(self.engine, await self.engine.frontier()))
@@ -348,6 +365,14 @@ class SyncServer:
             self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)
             self._on_refused(peer.node_id, getattr(exc, "reason", "stream"), 1)
             raise web.HTTPBadRequest(text=str(exc)) from None
+        except ConnectionError as exc:  # the link went away: every whole chunk is kept
+            log.warning(
+                "sync serve push cut node_id=%s received=%d reason=%s",
+                peer.node_id,
+                report.received,
+                exc,
+            )
+            raise web.HTTPBadRequest(text="connection lost") from None
         finally:
             self._busy.discard(peer.node_id)
         self.counters.session(CARRIER, "server", OK, report.bytes_in, 0, report.refused)
@@ -447,6 +472,11 @@ async def pull_from(
         report.news = response.headers.get(NEWS_HEADER, "")
         if dial.gossip is not None and GOSSIP_HEADER in response.headers:
             dial.gossip.hear(response.headers[GOSSIP_HEADER])
+        if STAGED_HEADER in response.headers:
+            try:
+                report.staged = parse_frontier_header(response.headers[STAGED_HEADER])
+            except (ValueError, FrontierError) as exc:
+                raise SessionError(f"bad {STAGED_HEADER} header from peer: {exc}") from exc
         receiver = engine.receiver()
         stream = response.content.iter_chunked(READ_CHUNK)
         ingest = await receive_stream(receiver, stream, report)

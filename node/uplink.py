@@ -24,7 +24,6 @@ its latest change (`_meta.delivered`, `node/delivery.py`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import random
@@ -37,7 +36,7 @@ from urllib.parse import urlsplit
 from simpul.node import uplink_state
 from simpul.node.hub_networks import server_name
 from simpul.node.network_gossip import NewsDesk, is_newer
-from simpul.node.sync_session import Dial, SessionError
+from simpul.node.sync_session import Dial, SessionError, frontier_header, parse_frontier_header
 from simpul.node.uplink_session import Meter, hub_round, post_news
 from simpul.sync.engine import SyncEngine
 from simpul.sync.frontier import Frontier, FrontierError
@@ -73,13 +72,13 @@ class UplinkGossip:
     def announce(self) -> str:
         holder = self._holder()
         claim = f"{holder[0]}.{holder[1]}" if holder else "."
-        frontier = base64.b64encode(self.state.frontier().encode()).decode()
+        frontier = frontier_header(self.state.frontier())
         return f"{claim}.{frontier}"
 
     def hear(self, value: str) -> None:
         try:
             node_id, term_text, frontier_text = value.split(".")
-            frontier = Frontier.decode(base64.b64decode(frontier_text))
+            frontier = parse_frontier_header(frontier_text)
             term = int(term_text) if term_text else 0
         except (ValueError, FrontierError) as exc:
             log.info("uplink gossip ignored reason=%s", exc)

@@ -37,13 +37,14 @@ from simpul.node.sync_session import (
     pull_from,
     push_to,
 )
-from simpul.sync.bundle import Certificate, Checkpoint, Entries, encode_frame
+from simpul.sync.bundle import Certificate, Checkpoint, Entries, Frame, encode_frame
 from simpul.sync.engine import SyncEngine
 from simpul.sync.frontier import Frontier, missing
 
 log = logging.getLogger(__name__)
 
 PIECE_BYTES = 32 * 1024
+FRAME_ENTRIES = 100  # the hub stages whole frames: a cut loses at most one of them
 
 
 class Meter:
@@ -105,23 +106,31 @@ async def _order(engine: SyncEngine, todo: dict[bytes, tuple[int, int]]) -> list
 
 
 async def next_piece(
-    engine: SyncEngine, theirs: Frontier, piece_bytes: int, report: SessionReport
+    engine: SyncEngine,
+    theirs: Frontier,
+    piece_bytes: int,
+    report: SessionReport,
+    staged: Frontier | None = None,
 ) -> list[bytes]:
-    """Encoded frames of whole chunks the hub lacks, about `piece_bytes` of them."""
+    """Encoded frames of whole chunks the hub lacks, about `piece_bytes` of them; an origin
+    the hub `staged` part of continues after the staged entries."""
     mine = await engine.frontier()
-    todo = missing(mine, theirs)
+    staged = staged or Frontier()
+    basis = Frontier({o: max(theirs.get(o, 0), staged.get(o, 0)) for o in {*theirs, *staged}})
+    todo = missing(mine, basis)
     piece: list[bytes] = []
     size = 0
     for origin in await _order(engine, todo):
-        only = Frontier({**mine, origin: theirs.get(origin, 0)})
+        only = Frontier({**mine, origin: basis.get(origin, 0)})
         frames = engine.outgoing_frames(only)
         try:
             async for frame in frames:
                 if isinstance(frame, Certificate) and theirs.get(origin, 0):
                     continue
-                data = encode_frame(frame)
-                piece.append(data)
-                size += len(data)
+                for part in _split(frame):
+                    data = encode_frame(part)
+                    piece.append(data)
+                    size += len(data)
                 if isinstance(frame, Entries):
                     report.sent += len(frame.items)
                 if isinstance(frame, Checkpoint) and size >= piece_bytes:
@@ -129,6 +138,16 @@ async def next_piece(
         finally:
             await frames.aclose()
     return piece
+
+
+def _split(frame: Frame) -> list[Frame]:
+    """An entries frame cut into frames of at most FRAME_ENTRIES entries."""
+    if not isinstance(frame, Entries) or len(frame.items) <= FRAME_ENTRIES:
+        return [frame]
+    return [
+        Entries(frame.origin, frame.first_seq + at, frame.items[at : at + FRAME_ENTRIES])
+        for at in range(0, len(frame.items), FRAME_ENTRIES)
+    ]
 
 
 async def _chunks(piece: list[bytes], report: SessionReport) -> AsyncIterator[bytes]:
@@ -152,13 +171,14 @@ async def hub_round(
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
             theirs = await pull_from(http, engine, dial, done.report)
+            staged = done.report.staged or Frontier()
             done.hub_frontier = theirs
             on_frontier(theirs)
             while True:
                 if not may_continue():
                     done.stopped_by_budget = True
                     break
-                piece = await next_piece(engine, theirs, piece_bytes, done.report)
+                piece = await next_piece(engine, theirs, piece_bytes, done.report, staged)
                 if not piece:
                     break
                 before = theirs

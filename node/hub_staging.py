@@ -1,0 +1,165 @@
+"""Resumable uploads at the hub: entries of a chunk whose checkpoint has not arrived yet.
+
+A chunk is committed only when its signed checkpoint arrives, and an import batch is one
+chunk of 1,000 households. Over a poor mobile link a push is often cut inside such a
+chunk; without this module the next round would send the whole chunk again.
+
+So the hub keeps (stages) every `entries` frame of a chunk as it arrives, durably, per
+origin, and tells nodes on every pull answer how far it has staged (`X-Simpul-Staged`,
+a frontier). The uplink then continues from there (`node/uplink_session.py`), and when
+the rest of the chunk and its checkpoint arrive the hub hands the staged frames and the
+new ones to the engine's receiver together: the chunk is verified whole (chain and
+signature) and committed, or refused whole, exactly as if it had come in one piece.
+Staged entries are never applied or served before that, and a refused chunk's staged
+entries are dropped. A stream that starts the origin again right after what the hub holds
+(another node, or one that did not know) replaces what was staged.
+
+`FileStaging` keeps one append-only file per origin in the network's folder (the bundle
+encoding, so a frame cut short by a crash is simply not read back).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from simpul.sync.bundle import HEADER, BundleDecoder, BundleError, Entries, Frame, encode_frame
+from simpul.sync.engine import IngestReport, Receiver, SyncEngine
+from simpul.sync.frontier import Frontier
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = "staging"
+
+
+class Staging(Protocol):
+    """Durable entries frames of unfinished chunks, per origin."""
+
+    def frontier(self) -> Frontier:
+        """Origin -> last staged seq."""
+        ...
+
+    def frames(self, origin: bytes) -> list[Entries]: ...
+
+    def append(self, frame: Entries) -> None: ...
+
+    def clear(self, origin: bytes) -> None: ...
+
+
+class FileStaging:
+    """One append-only bundle file per origin under `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._last: dict[bytes, int] = {}
+        for path in folder.glob("*.staged"):
+            frames = self._read(path)
+            if frames:
+                self._last[bytes.fromhex(path.stem)] = _last_seq(frames[-1])
+            else:
+                path.unlink()
+
+    def _path(self, origin: bytes) -> Path:
+        return self.folder / f"{origin.hex()}.staged"
+
+    @staticmethod
+    def _read(path: Path) -> list[Entries]:
+        data = path.read_bytes()
+        try:
+            frames = BundleDecoder().feed(data)
+        except BundleError as exc:  # a frame cut short by a crash: keep the valid prefix
+            frames = exc.frames
+        return [f for f in frames if isinstance(f, Entries)]
+
+    def frontier(self) -> Frontier:
+        return Frontier(self._last)
+
+    def frames(self, origin: bytes) -> list[Entries]:
+        path = self._path(origin)
+        return self._read(path) if path.exists() else []
+
+    def append(self, frame: Entries) -> None:
+        path = self._path(frame.origin)
+        fresh = not path.exists()
+        with path.open("ab") as out:
+            out.write((HEADER if fresh else b"") + encode_frame(frame))
+            out.flush()
+            os.fsync(out.fileno())
+        self._last[frame.origin] = _last_seq(frame)
+
+    def clear(self, origin: bytes) -> None:
+        self._path(origin).unlink(missing_ok=True)
+        self._last.pop(origin, None)
+
+
+def _last_seq(frame: Entries) -> int:
+    return frame.first_seq + len(frame.items) - 1
+
+
+class StagingReceiver:
+    """A `Receiver` that stages entries as they arrive and resumes staged chunks."""
+
+    def __init__(self, inner: Receiver, staging: Staging) -> None:
+        self._inner = inner
+        self._staging = staging
+        self._started: set[bytes] = set()  # origins whose entries this stream carried
+
+    @property
+    def peer(self) -> object:
+        return self._inner.peer
+
+    @property
+    def their_frontier(self) -> Frontier | None:
+        return self._inner.their_frontier
+
+    def _entries(self, frame: Entries) -> list[Frame]:
+        origin = frame.origin
+        passed: list[Frame] = [frame]
+        if origin not in self._started:
+            self._started.add(origin)
+            last = self._staging.frontier().get(origin, 0)
+            if last and frame.first_seq == last + 1:
+                staged = self._staging.frames(origin)
+                log.info(
+                    "hub staging resume origin=%s from=%d staged_frames=%d",
+                    origin.hex(),
+                    frame.first_seq,
+                    len(staged),
+                )
+                passed = [*staged, frame]
+            elif last:
+                self._staging.clear(origin)
+        self._staging.append(frame)
+        return passed
+
+    async def receive(self, frames: Iterable[Frame]) -> IngestReport:
+        passed: list[Frame] = []
+        for frame in frames:
+            passed += self._entries(frame) if isinstance(frame, Entries) else [frame]
+        report = await self._inner.receive(passed)
+        refused = {r.origin for r in report.refused}
+        for origin, last in self._staging.frontier().items():
+            if origin in refused or report.frontier.get(origin, 0) >= last:
+                self._staging.clear(origin)
+        return report
+
+    async def finish(self) -> IngestReport:
+        return await self._inner.finish()
+
+
+class StagingEngine:
+    """A network's engine whose receivers stage (everything else is the engine's)."""
+
+    def __init__(self, engine: SyncEngine, staging: Staging) -> None:
+        self._engine = engine
+        self.staging = staging
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+    def receiver(self) -> StagingReceiver:
+        return StagingReceiver(self._engine.receiver(), self.staging)
