@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -103,9 +103,12 @@ def _last_seq(frame: Entries) -> int:
 class StagingReceiver:
     """A `Receiver` that stages entries as they arrive and resumes staged chunks."""
 
-    def __init__(self, inner: Receiver, staging: Staging) -> None:
+    def __init__(
+        self, inner: Receiver, staging: Staging, status: Callable[[], Awaitable[IngestReport]]
+    ) -> None:
         self._inner = inner
         self._staging = staging
+        self._status = status
         self._started: set[bytes] = set()  # origins whose entries this stream carried
 
     @property
@@ -148,7 +151,13 @@ class StagingReceiver:
         return report
 
     async def finish(self) -> IngestReport:
-        return await self._inner.finish()
+        """The stream ended. Entries still waiting for their checkpoint are not refused
+        (as `uncovered`): every entries frame is staged, and the chunk completes in a
+        later stream (an uplink stopped by its budget inside a chunk)."""
+        for origin, last in self._staging.frontier().items():
+            if origin in self._started:
+                log.info("hub staging kept origin=%s up_to=%d", origin.hex(), last)
+        return await self._status()
 
 
 class StagingEngine:
@@ -162,4 +171,4 @@ class StagingEngine:
         return getattr(self._engine, name)
 
     def receiver(self) -> StagingReceiver:
-        return StagingReceiver(self._engine.receiver(), self.staging)
+        return StagingReceiver(self._engine.receiver(), self.staging, self._engine.status)

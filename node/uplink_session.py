@@ -150,9 +150,16 @@ def _split(frame: Frame) -> list[Frame]:
     ]
 
 
-async def _chunks(piece: list[bytes], report: SessionReport) -> AsyncIterator[bytes]:
+async def _frames_while(
+    piece: list[bytes], done: HubRound, may_continue: Callable[[], bool]
+) -> AsyncIterator[bytes]:
+    """The piece's frames while `may_continue()`; stopping inside a chunk is fine (the hub
+    stages its frames, and the next round continues after them)."""
     for data in piece:
-        report.bytes_out += len(data)
+        if not may_continue():
+            done.stopped_by_budget = True
+            return
+        done.report.bytes_out += len(data)
         yield data
 
 
@@ -182,10 +189,13 @@ async def hub_round(
                 if not piece:
                     break
                 before = theirs
-                theirs = await push_to(http, engine, dial, _chunks(piece, done.report), done.report)
+                frames = _frames_while(piece, done, may_continue)
+                theirs = await push_to(http, engine, dial, frames, done.report)
                 done.hub_frontier = theirs
                 done.pieces += 1
                 on_frontier(theirs)
+                if done.stopped_by_budget:
+                    break
                 if theirs == before:
                     raise SessionError("the hub took nothing of the last piece (see its log)")
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:

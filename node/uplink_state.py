@@ -46,9 +46,9 @@ def parse_size(text: str) -> int:
 
 def parse_budget(text: str) -> tuple[int, int]:
     """`DAY/MONTH` (e.g. `20M/300M`), or `DAY` alone (the month then allows 30 days)."""
-    day, _, month = text.partition("/")
+    day, slash, month = text.partition("/")
     per_day = parse_size(day)
-    return per_day, parse_size(month) if month else per_day * DAYS_PER_MONTH
+    return per_day, parse_size(month) if slash else per_day * DAYS_PER_MONTH
 
 
 def check_hub_url(url: str) -> str:

@@ -12,69 +12,27 @@ a link, the uplink node is killed, and the second takes over within a minute.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import generate, simpul_cli
+from hub_processes import Spawn, admit_hub, hub_status, start_hub, uplink_of
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
 from test_discovery import Networks, networks  # noqa: F401  (provides the `networks` fixture)
 from test_lan_netns import SCOPE, HostNode, converged, start_node
 from test_lan_sync import eventually
-from test_network_cli import PASSPHRASE
 
 HUB_PORT, HUB_STATUS_PORT = 8443, 8472
 TAKEOVER_SECONDS = 60
 
 
-def admit_hub(admin: Path, hub_dir: Path, tmp: Path) -> None:
-    """The hub joins the office network as `simpul hub trust` documents it."""
-    request, grant = tmp / "hub.req", tmp / "hub.grant"
-    assert simpul_cli(hub_dir, "enroll", "request", "--out", str(request)).returncode == 0
-    admitted = simpul_cli(
-        admin, "network", "admit", str(request), "--role", "hub", "--scope", SCOPE,
-        "--out", str(grant), "--passphrase-stdin", stdin=PASSPHRASE,
-    )  # fmt: skip
-    assert admitted.returncode == 0, admitted.stderr
-    root = admin / "network" / "root.cert.pem"
-    trusted = simpul_cli(hub_dir, "hub", "trust", str(root), "--grant", str(grant))
-    assert trusted.returncode == 0, trusted.stderr
-
-
-async def start_hub(net: Lan, hub_dir: Path, log: Path) -> None:
-    assert net.upstream is not None
-    argv = [sys.executable, "-m", "simpul.node", "--data-dir", str(hub_dir), "hub",
-            "--listen", f"{net.upstream.address}:{HUB_PORT}",
-            "--status-listen", f"127.0.0.1:{HUB_STATUS_PORT}"]  # fmt: skip
-    with log.open("wb") as stderr:
-        process = await net.spawn_in(
-            net.upstream.namespace, argv, stdout=asyncio.subprocess.PIPE, stderr=stderr
-        )
-    assert process.stdout is not None
-    ready = await asyncio.wait_for(process.stdout.readline(), timeout=60)
-    assert b"Simpul hub listening" in ready, log.read_text()
-
-
-async def hub_status(net: Lan, hub_dir: Path) -> dict[str, Any]:
-    """The hub's status, read from inside its namespace (its status port is loopback)."""
-    assert net.upstream is not None
-    argv = [sys.executable, "-m", "simpul.node", "--data-dir", str(hub_dir), "hub", "status",
-            "--json", "--url", f"http://127.0.0.1:{HUB_STATUS_PORT}"]  # fmt: skip
-    call = await net.spawn_in(
-        net.upstream.namespace, argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await call.communicate()
-    assert call.returncode == 0, err.decode()
-    return json.loads(out)["networks"][0]
-
-
-def uplink_of(node: HostNode) -> dict[str, Any]:
-    status = simpul_cli(node.data_dir, "status", "--json")
-    assert status.returncode == 0, status.stderr
-    return json.loads(status.stdout)["uplink"]
+def spawn_upstream(net: Lan) -> Spawn:
+    upstream = net.upstream
+    assert upstream is not None
+    return functools.partial(net.spawn_in, upstream.namespace)
 
 
 @pytest.mark.netns
@@ -88,7 +46,15 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     upstream = net.add_upstream()
     hub_dir = tmp_path / "hub"
     admit_hub(networks.office[0], hub_dir, tmp_path)
-    await start_hub(net, hub_dir, tmp_path / "hub.log")
+    upstream_spawn = spawn_upstream(net)
+    hub = await start_hub(
+        hub_dir, f"{upstream.address}:{HUB_PORT}", f"127.0.0.1:{HUB_STATUS_PORT}",
+        tmp_path / "hub.log", upstream_spawn,
+    )  # fmt: skip
+
+    async def hub_facts() -> dict[str, Any]:
+        return await hub_status(hub.status_port, upstream_spawn)
+
     hub_args = ("--hub", f"https://{upstream.address}:{HUB_PORT}", "--hub-period", "3")
     office = [
         await start_node(net, i, template, tmp_path, *hub_args)
@@ -101,22 +67,22 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
             await node.api("POST", "/api/v1/records", household)
             made.add(household["id"])
     await eventually(converged(office, made), "the office converges over the LAN")
-    assert all(uplink_of(node)["reachable"] is not True for node in office)
-    assert (await hub_status(net, hub_dir))["records"] == 0
+    assert all(uplink_of(node.data_dir)["reachable"] is not True for node in office)
+    assert (await hub_facts())["records"] == 0
 
     uplink, spare, bystander = office[1], office[2], office[0]
     net.link_upstream(uplink.host)
 
     async def at_hub() -> bool:
-        return (await hub_status(net, hub_dir))["records"] == len(made)
+        return (await hub_facts())["records"] == len(made)
 
     await eventually(at_hub, "every office record reaches the hub")
-    facts = await hub_status(net, hub_dir)
+    facts = await hub_facts()
     assert set(facts["nodes"]) == {uplink.node_id}, facts["nodes"]
     assert facts["refusals"] == {}
 
     async def everyone_knows() -> bool:
-        states = [uplink_of(node) for node in office]
+        states = [uplink_of(node.data_dir) for node in office]
         return all(s["still_to_send"] == 0 and s["uplink_node"] == uplink.node_id for s in states)
 
     await eventually(everyone_knows, "every node knows the hub holds it all, and who uplinks")
@@ -126,7 +92,7 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     district.write_text(generate(8, "csv", seed=29))  # the rows outside 1709 are refused
     imported = simpul_cli(hub_dir, "hub", "import", "--network", networks.network_id, str(district))
     assert imported.returncode == 0, imported.stderr
-    total = (await hub_status(net, hub_dir))["records"]
+    total = (await hub_facts())["records"]
     assert total > len(made), imported.stdout
     await eventually(lambda: _all_hold(office, total), "the hub's households reach all three nodes")
 
@@ -138,12 +104,12 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     await bystander.api("POST", "/api/v1/records", household)
 
     async def taken_over() -> bool:
-        facts = await hub_status(net, hub_dir)
+        facts = await hub_facts()
         return spare.node_id in facts["nodes"] and facts["records"] == total + 1
 
     async with asyncio.timeout(TAKEOVER_SECONDS + 30):
         await eventually(taken_over, "the spare node takes over and delivers the new record")
-    facts = await hub_status(net, hub_dir)
+    facts = await hub_facts()
     assert bystander.node_id not in facts["nodes"]
     assert facts["refusals"] == {}
 
