@@ -43,12 +43,12 @@ from simpul.sync.frontier import Frontier, FrontierError
 
 log = logging.getLogger(__name__)
 
-REFRESH_SECONDS = 15.0
-LEASE_SECONDS = 45.0
+REFRESH_SECONDS = 10.0
+LEASE_SECONDS = 30.0
 HUB_PERIOD_SECONDS = 300.0
 PROBE_TIMEOUT = 5.0
 BACKOFF_START = 5.0
-BACKOFF_MAX = 20.0  # a node given a link notices within 20 s
+BACKOFF_MAX = 15.0  # a node given a link notices within 15 s
 BUDGET_RECHECK_SECONDS = 60.0
 
 

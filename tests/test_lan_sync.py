@@ -18,9 +18,11 @@ SYNC_PERIOD = "2"
 CONVERGE_SECONDS = 60
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `check` until true; bounded by CONVERGE_SECONDS."""
-    async with asyncio.timeout(CONVERGE_SECONDS):
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, seconds: float = CONVERGE_SECONDS
+) -> None:
+    """Poll `check` until true; bounded by `seconds`."""
+    async with asyncio.timeout(seconds):
         while not await check():
             await asyncio.sleep(0.2)
     assert await check(), what
