@@ -25,7 +25,7 @@ from simpul.node.importer import import_csv
 from simpul.node.runtime import open_node
 
 DEFAULT_HUB_LISTEN = "0.0.0.0:8443"
-DEFAULT_STATUS_LISTEN = "127.0.0.1:8471"
+DEFAULT_STATUS_LISTEN = "127.0.0.1:8472"  # 8471 is a node's LAN sync port
 STATUS_TIMEOUT = 10
 
 

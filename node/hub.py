@@ -46,6 +46,7 @@ from simpul.node.metrics import CONTENT_TYPE, from_loopback, sample
 from simpul.node.network_gossip import NewsDesk
 from simpul.node.runtime import KEY_FILE, prepare_data_dir
 from simpul.node.sync_session import NEWS, PULL, PUSH, SessionReport, SyncServer
+from simpul.node.systemd_notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ async def serve_hub(
     store = SqliteHubStore(hub_dir, key)
     hub = Hub(hub_dir, key, store)
     runners: list[web.AppRunner] = []
+    notifier = Notifier.from_environment()
     try:
         await hub.open()
         sync_runner = web.AppRunner(hub.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
@@ -328,9 +330,13 @@ async def serve_hub(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        notifier.ready(f"hub serving port {port}")
+        watchdog = asyncio.create_task(notifier.run_watchdog())
         await stop.wait()
+        watchdog.cancel()
     finally:
         log.info("hub stopping node_id=%s", key.node_id_hex)
+        notifier.stopping()
         for runner in runners:
             await runner.cleanup()
         await store.close()

@@ -154,7 +154,7 @@ install_units() {
   if [ "$version" -lt "$BACKOFF_MIN_SYSTEMD" ]; then
     say "systemd $version < $BACKOFF_MIN_SYSTEMD: restarts every 5 s without growing back-off"
   fi
-  say "units installed in $UNIT_DIR: ${UNITS[*]} (simpul-hub is for the upcoming hub role: not enabled)"
+  say "units installed in $UNIT_DIR: ${UNITS[*]} (simpul-hub is not enabled: a hub needs 'simpul hub trust' first)"
   install -m 0644 "$REPO/systemd/$USB_UNIT" "$UNIT_DIR/$USB_UNIT"
   install -D -m 0644 "$REPO/systemd/$UDEV_RULE" "$UDEV_DIR/$UDEV_RULE"
   say "USB drives: $UDEV_DIR/$UDEV_RULE mounts FAT32/exFAT drives under /media/simpul"
