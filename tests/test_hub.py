@@ -262,3 +262,43 @@ def test_hub_trust_command_takes_a_hub_grant_only(tmp_path: Path) -> None:
     foreign.write_bytes(create_network("Lain", ["1702"]).cert_pem)
     again = simpul_cli(hub_dir, "hub", "trust", str(foreign), "--grant", str(grant))
     assert again.returncode == 1 and "not for this root" in again.stderr
+
+
+async def test_hub_metrics_count_refusals_per_node_and_reason(
+    tmp_path: Path, network: Network, hub: RunningHub, households_jsonl: list
+) -> None:
+    village = await network.node(["1709042001"])
+    await village.records.create(in_region(households_jsonl[1], "1702032007"), "ani")
+    with pytest.raises(SessionError):
+        await hub_round(village.engine, dial(network, village, hub, tmp_path), Meter())
+    async with aiohttp.ClientSession() as http, http.get(hub.status_url + "/metrics") as answer:
+        text = await answer.text()
+    labels = f'network_id="{network.root.network_id}",node_id="{village.key.node_id_hex}"'
+    assert f'simpul_hub_refusals_total{{{labels},reason="scope"}} 1' in text
+    assert f"simpul_hub_node_sessions_total{{{labels}}}" in text
+
+
+async def test_a_staged_chunk_resumes_and_one_that_does_not_verify_is_dropped_whole(
+    tmp_path: Path, network: Network, hub: RunningHub, households_jsonl: list
+) -> None:
+    office = await network.node(["1709"])
+    batch = [(i, in_region(h, "1709042001")) for i, h in enumerate(households_jsonl[:4])]
+    await office.records.import_batch(batch, "import")  # one chunk: four entries, one checkpoint
+    certificate, entries, checkpoint = await all_frames(office)
+    assert isinstance(entries, Entries) and len(entries.items) == 4
+    head = replace(entries, items=entries.items[:2])
+    record_id, change = entries.items[2]
+    forged = (record_id, change[:-1] + bytes([change[-1] ^ 1]))
+    tail = replace(entries, first_seq=3, items=(forged, entries.items[3]))
+    target = dial(network, office, hub, tmp_path)
+
+    staged = await push_frames(office, target, [certificate, head])  # cut before the checkpoint
+    assert office.origin not in staged
+    assert await refusals(hub) == {}
+    await push_frames(office, target, [certificate, tail, checkpoint])  # resumed, tampered
+    assert await refusals(hub) == {"chain": 4}  # the whole chunk, staged entries included
+
+    done = await hub_round(office.engine, target, Meter())  # nothing staged is left over
+    assert done.report.staged == Frontier()
+    assert done.hub_frontier == await office.engine.frontier()
+    assert (await hub_status(hub))["networks"][0]["records"] == 4

@@ -16,8 +16,10 @@ from hub_processes import admit_hub, hub_status, start_hub, uplink_of
 from test_lan_sync import eventually
 from test_network_cli import create_network
 
+from simpul.node.uplink import UplinkGossip
 from simpul.node.uplink_session import FRAME_ENTRIES
-from simpul.node.uplink_state import UplinkConfigError, parse_budget
+from simpul.node.uplink_state import UplinkConfigError, UplinkState, parse_budget
+from simpul.sync.frontier import Frontier
 
 HOUSEHOLDS = 1000
 BUDGET = 100 * 1024
@@ -98,3 +100,27 @@ async def test_budget_stops_the_uplink_then_everything_arrives_and_is_marked_del
     finally:
         hub.process.kill()
         await asyncio.wait_for(hub.process.wait(), timeout=30)
+
+
+def test_uplink_gossip_settles_on_one_node_and_merges_the_hub_frontier() -> None:
+    low, high = "0" * 31 + "1", "f" * 32
+    origin_a, origin_b = bytes(16), bytes([1] * 16)
+    at_low = UplinkGossip(low, UplinkState())
+    at_high = UplinkGossip(high, UplinkState(hub_frontier={origin_a.hex(): 5}))
+    at_high.claiming = at_low.claiming = True  # both reached the hub at once
+    at_low.term = at_high.term = 1
+    at_low.state.learn(Frontier({origin_a: 3, origin_b: 7}))
+    at_high.hear(at_low.announce())
+    at_low.hear(at_high.announce())
+    assert at_high.should_stand_by() == low  # the lower node id keeps the role
+    assert at_low.should_stand_by() is None
+    assert at_high.state.frontier() == Frontier({origin_a: 5, origin_b: 7})
+    assert at_low.state.frontier() == at_high.state.frontier()
+
+    bystander = UplinkGossip("a" * 32, UplinkState())
+    bystander.hear(at_low.announce())
+    assert bystander.should_stand_by() == low
+    for junk in ("", "x", "a.b.c", f"{low}.2.not-base64!", f"{low}.1.{'A' * 4}"):
+        bystander.hear(junk)  # ignored, logged
+    assert bystander.should_stand_by() == low
+    assert bystander.state.frontier() == at_low.state.frontier()
