@@ -22,13 +22,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from simpul.sync.bundle import HEADER, BundleDecoder, BundleError, Entries, Frame, encode_frame
-from simpul.sync.engine import IngestReport, Receiver, SyncEngine
+from simpul.sync.bundle import (
+    HEADER,
+    BundleDecoder,
+    BundleError,
+    Entries,
+    Frame,
+    Hello,
+    encode_frame,
+)
+from simpul.sync.engine import SyncEngine
 from simpul.sync.frontier import Frontier
+from simpul.sync.receiver import IngestReport, Receiver
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +112,13 @@ def _last_seq(frame: Entries) -> int:
 class StagingReceiver:
     """A `Receiver` that stages entries as they arrive and resumes staged chunks."""
 
-    def __init__(
-        self, inner: Receiver, staging: Staging, status: Callable[[], Awaitable[IngestReport]]
-    ) -> None:
+    def __init__(self, inner: Receiver, staging: Staging) -> None:
         self._inner = inner
         self._staging = staging
-        self._status = status
         self._started: set[bytes] = set()  # origins whose entries this stream carried
 
     @property
-    def peer(self) -> object:
+    def peer(self) -> Hello | None:
         return self._inner.peer
 
     @property
@@ -139,25 +145,34 @@ class StagingReceiver:
         self._staging.append(frame)
         return passed
 
-    async def receive(self, frames: Iterable[Frame]) -> IngestReport:
+    async def feed(self, frames: Iterable[Frame]) -> None:
         passed: list[Frame] = []
         for frame in frames:
             passed += self._entries(frame) if isinstance(frame, Entries) else [frame]
-        report = await self._inner.receive(passed)
+        await self._inner.feed(passed)
+
+    async def drain(self) -> IngestReport:
+        """Everything committed; staged entries of committed or refused chunks forgotten."""
+        report = await self._inner.drain()
         refused = {r.origin for r in report.refused}
         for origin, last in self._staging.frontier().items():
             if origin in refused or report.frontier.get(origin, 0) >= last:
                 self._staging.clear(origin)
         return report
 
+    async def receive(self, frames: Iterable[Frame]) -> IngestReport:
+        await self.feed(frames)
+        return await self.drain()
+
     async def finish(self) -> IngestReport:
         """The stream ended. Entries still waiting for their checkpoint are not refused
         (as `uncovered`): every entries frame is staged, and the chunk completes in a
         later stream (an uplink stopped by its budget inside a chunk)."""
+        report = await self.drain()
         for origin, last in self._staging.frontier().items():
             if origin in self._started:
                 log.info("hub staging kept origin=%s up_to=%d", origin.hex(), last)
-        return await self._status()
+        return report
 
 
 class StagingEngine:
@@ -171,4 +186,4 @@ class StagingEngine:
         return getattr(self._engine, name)
 
     def receiver(self) -> StagingReceiver:
-        return StagingReceiver(self._engine.receiver(), self.staging, self._engine.status)
+        return StagingReceiver(self._engine.receiver(), self.staging)
