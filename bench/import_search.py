@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,6 +478,34 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simpul-bench",
         help="where the generated CSV is kept (default ~/.cache/simpul-bench)",
     )
+
+
+def run_benchmark(
+    description: str,
+    section: str,
+    runs_help: str,
+    bench: Callable[[argparse.Namespace, Path, Path], Any],
+    report: Callable[[Any, argparse.Namespace, dict[str, str]], str],
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of a benchmark that imports households (`--runs`, `--count`,
+    `--cache-dir`, `--no-docs`): `bench(args, csv, work dir)`, then its `report` section."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=3, help=f"{runs_help} (default 3)")
+    add_common_arguments(parser)
+    parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if min(args.count, args.runs) < 1:
+        parser.error("--count and --runs must be at least 1")
+    csv_path = ensure_csv(args.count, args.cache_dir)
+    work = Path(tempfile.mkdtemp(prefix="simpul-bench-"))
+    try:
+        results = bench(args, csv_path, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info = machine()
+    publish(report(results, args, info), info, section, args.no_docs)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,11 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from import_search import (
-    add_common_arguments,
-    ensure_csv,
     fmt_list,
-    machine,
-    publish,
+    run_benchmark,
     simpul_command,
     verdict,
 )
@@ -178,22 +175,9 @@ def report(res: Results, args: argparse.Namespace, info: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs of write and read (default 3)")
-    add_common_arguments(parser)
-    parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
-    args = parser.parse_args(argv)
-    if min(args.count, args.runs) < 1:
-        parser.error("--count and --runs must be at least 1")
-    csv_path = ensure_csv(args.count, args.cache_dir)
-    work = Path(tempfile.mkdtemp(prefix="simpul-bench-usb-"))
-    try:
-        res = bench(args, csv_path, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    info = machine()
-    publish(report(res, args, info), info, SECTION, args.no_docs)
-    return 0
+    return run_benchmark(
+        __doc__.splitlines()[0], SECTION, "runs of write and read", bench, report, argv
+    )
 
 
 if __name__ == "__main__":

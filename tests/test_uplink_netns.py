@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import generate, simpul_cli
-from hub_processes import Spawn, admit_hub, hub_status, start_hub, uplink_of
+from hub_processes import HubProcess, Spawn, admit_hub, hub_status, start_hub, uplink_of
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
 from test_discovery import Networks, networks  # noqa: F401  (provides the `networks` fixture)
 from test_lan_netns import SCOPE, HostNode, converged, start_node
@@ -43,6 +43,20 @@ def spawn_upstream(net: Lan) -> Spawn:
     return functools.partial(net.spawn_in, upstream.namespace)
 
 
+async def hub_upstream(
+    net: Lan, admin: Path, hub_dir: Path, tmp_path: Path
+) -> tuple[HubProcess, Spawn]:
+    """The upstream namespace with `simpul hub` running in it, trusting admin's network."""
+    upstream = net.add_upstream()
+    admit_hub(admin, hub_dir, tmp_path)
+    spawn = spawn_upstream(net)
+    hub = await start_hub(
+        hub_dir, f"{upstream.address}:{HUB_PORT}", f"127.0.0.1:{HUB_STATUS_PORT}",
+        tmp_path / "hub.log", spawn,
+    )  # fmt: skip
+    return hub, spawn
+
+
 @pytest.mark.netns
 async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     lan: Callable[[int], Lan],
@@ -51,14 +65,10 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     households_jsonl: list[dict[str, Any]],
 ) -> None:
     net = lan(3)
-    upstream = net.add_upstream()
     hub_dir = tmp_path / "hub"
-    admit_hub(networks.office[0], hub_dir, tmp_path)
-    upstream_spawn = spawn_upstream(net)
-    hub = await start_hub(
-        hub_dir, f"{upstream.address}:{HUB_PORT}", f"127.0.0.1:{HUB_STATUS_PORT}",
-        tmp_path / "hub.log", upstream_spawn,
-    )  # fmt: skip
+    hub, upstream_spawn = await hub_upstream(net, networks.office[0], hub_dir, tmp_path)
+    assert net.upstream is not None
+    upstream = net.upstream
 
     async def hub_facts() -> dict[str, Any]:
         return await hub_status(hub.status_port, upstream_spawn)
@@ -148,17 +158,12 @@ async def test_poor_link_delivers_households_and_the_budget_stops_the_uplink(
     if shutil.which("tc") is None:
         pytest.skip("tc (iproute2) is not installed")
     net = lan(1)
-    upstream = net.add_upstream()
+    hub, upstream_spawn = await hub_upstream(net, networks.office[0], tmp_path / "hub", tmp_path)
+    assert net.upstream is not None
+    upstream = net.upstream
     net.link_upstream(0)
     slow_down(net.hosts[0].namespace, "wan0")
     slow_down(upstream.namespace, "w0")
-    hub_dir = tmp_path / "hub"
-    admit_hub(networks.office[0], hub_dir, tmp_path)
-    upstream_spawn = spawn_upstream(net)
-    hub = await start_hub(
-        hub_dir, f"{upstream.address}:{HUB_PORT}", f"127.0.0.1:{HUB_STATUS_PORT}",
-        tmp_path / "hub.log", upstream_spawn,
-    )  # fmt: skip
     office = tmp_path / "office-template"
     shutil.copytree(networks.office[0], office)
     households = tmp_path / "households.csv"
