@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +57,7 @@ MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
 CONTENT_TYPE = "application/x-simpul-bundle"
 CARRIER = "lan"  # the name this carrier counts under at /metrics
+RECENT_SESSIONS = 100
 
 
 class SessionError(Exception):
@@ -253,7 +254,8 @@ class SyncServer:
         self._on_refused = on_refused or (lambda node_id, reason, count: None)
         self._on_report = on_report or (lambda report: None)
         self._staged = staged
-        self.sessions: list[SessionReport] = []
+        # the newest push reports (bounded: a hub serves pushes for months)
+        self.sessions: deque[SessionReport] = deque(maxlen=RECENT_SESSIONS)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_HEAD)
