@@ -28,6 +28,7 @@ from simpul.crypto.revocation import issue_revocation_list
 from simpul.crypto.tls import client_context
 from simpul.node import hub_networks, membership
 from simpul.node.hub import Hub, status_app
+from simpul.node.hub_staging import FileStaging
 from simpul.node.hub_store import SqliteHubStore
 from simpul.node.sync_session import NEWS, Dial, SessionError, SessionReport, Trust, push_to
 from simpul.node.uplink_session import Meter, hub_round
@@ -302,3 +303,20 @@ async def test_a_staged_chunk_resumes_and_one_that_does_not_verify_is_dropped_wh
     assert done.report.staged == Frontier()
     assert done.hub_frontier == await office.engine.frontier()
     assert (await hub_status(hub))["networks"][0]["records"] == 4
+
+
+def test_staging_torn_by_a_crash_keeps_its_readable_prefix(tmp_path: Path) -> None:
+    origin = bytes(range(16))
+    items = ((bytes(16), b"change"), (bytes(16), b"x"))
+    frames = [Entries(origin, 1 + 2 * i, items) for i in range(3)]
+    staging = FileStaging(tmp_path)
+    for frame in frames:
+        staging.append(frame)
+    path = next(tmp_path.glob("*.staged"))
+    path.write_bytes(path.read_bytes()[:-3])  # the last frame torn
+    reopened = FileStaging(tmp_path)
+    assert reopened.frontier() == Frontier({origin: 4})
+    reopened.append(frames[2])
+    assert reopened.frames(origin) == frames
+    reopened.clear(origin)
+    assert FileStaging(tmp_path).frontier() == Frontier()
