@@ -41,7 +41,7 @@ from simpul.node.membership import load_membership
 from simpul.node.runtime import open_node
 from simpul.node.sync_session import Dial, Trust
 from simpul.node.trust_policy import network_engine
-from simpul.node.uplink_session import Meter, hub_round
+from simpul.node.uplink_session import PIECE_BYTES, Meter, hub_round
 from sync import PASSPHRASE, SCOPES, setup
 
 SECTION = "## Uplink to the hub (issue 6)"
@@ -171,7 +171,8 @@ def report(res: Results, args: argparse.Namespace, info: dict[str, str]) -> str:
             f"Setup: {res.households:,} households imported into node A ({res.import_s:.0f} s); "
             "each run starts a fresh, empty `simpul hub` process on loopback and runs the "
             "uplink's round (`hub_round`) on A's store in the benchmark process: pull, then "
-            f"pushes of about 32 KiB of whole chunks ({statistics.median(res.pieces):.0f} "
+            f"pushes of about {PIECE_BYTES // 1024} KiB of whole chunks "
+            f"({statistics.median(res.pieces):.0f} "
             "pieces), each acknowledged with the hub's frontier. Bytes are counted at the "
             "socket (TLS included, both directions). Every round opens a new TLS 1.3 "
             "connection with both certificates: the no-op round is that handshake, one pull "

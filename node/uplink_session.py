@@ -43,7 +43,7 @@ from simpul.sync.frontier import Frontier, missing
 
 log = logging.getLogger(__name__)
 
-PIECE_BYTES = 32 * 1024
+PIECE_BYTES = 512 * 1024  # whole chunks per acknowledged push; the hub stages inside them
 FRAME_ENTRIES = 100  # the hub stages whole frames: a cut loses at most one of them
 
 

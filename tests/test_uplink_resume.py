@@ -27,7 +27,7 @@ from simpul.node.uplink_session import Meter, hub_round
 HOUSEHOLDS = 5000
 CUTS = 4
 MAX_ROUNDS = 20
-LINK_BYTES_PER_SECOND = 2_000_000
+LINK_BYTES_PER_SECOND = 500_000  # 4 Mbit/s: faster than a village link, slower than the hub
 READ_BYTES = 16 * 1024
 RESEND_ALLOWANCE = 32 * 1024
 
