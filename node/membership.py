@@ -251,16 +251,19 @@ def admit_request(
     if membership is None:
         raise MembershipError("this node has no network; create one with 'simpul network create'")
     root = unlock_root(data_dir, passphrase)
-    grant = admit(
-        root,
-        request,
-        code=code,
-        role=role,
-        scope=scope,
-        name=name,
-        data_key=membership.data_key,
-        revocations=membership.revocations,
-    )
+    try:
+        grant = admit(
+            root,
+            request,
+            code=code,
+            role=role,
+            scope=scope,
+            name=name,
+            data_key=membership.data_key,
+            revocations=membership.revocations,
+        )
+    except ValueError as exc:  # a role, name or scope the certificate cannot carry
+        raise MembershipError(f"cannot admit this device: {exc}") from None
     _record_member(data_dir, request.node_id, name or request.name, request.exchange_public_key)
     log.info("network admit node_id=%s role=%s scope=%s", request.node_id, role, ",".join(scope))
     return grant

@@ -201,3 +201,20 @@ def test_member_node_refuses_local_writes_outside_its_scope(tmp_path: Path) -> N
     assert outside and len(summary["rejected"]) == outside
     assert all("write scope" in r["reason"] for r in summary["rejected"])
     assert status(device)["records"] == len(households) - outside
+
+
+def test_admitting_outside_the_network_scope_is_one_clear_line(tmp_path: Path) -> None:
+    admin, device = tmp_path / "admin", tmp_path / "kota"
+    create_network(admin)
+    request = tmp_path / "kota.req"
+    assert simpul_cli(device, "enroll", "request", "--out", str(request)).returncode == 0
+    refused = simpul_cli(
+        admin, "network", "admit", str(request), "--scope", "3201", "--out",
+        str(tmp_path / "kota.grant"), "--passphrase-stdin", stdin=PASSPHRASE,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        == "Error: cannot admit this device: scope 3201 is outside the network scope"
+    )
+    assert not (tmp_path / "kota.grant").exists()
