@@ -122,17 +122,18 @@ class NodeProcess:
         self.process.kill()
 
 
-async def start_node_process(
-    data_dir: Path, *extra: str, env: Mapping[str, str] | None = None
-) -> NodeProcess:
-    """Start `simpul node` on a free loopback port and wait for the URL it prints.
-
-    Discovery is off (no mDNS on the machine's own network); LAN sync listens on any free
-    port, found in `sync_port` (None for a node without a network). `env` adds to its
-    environment (e.g. a fake clock).
-    """
-    process = await asyncio.create_subprocess_exec(
+async def spawn_node(
+    data_dir: Path,
+    *extra: str,
+    env: Mapping[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
+) -> asyncio.subprocess.Process:
+    """`simpul node` on a free loopback port (run through the `wrapper` script if given),
+    its output piped, discovery off (no mDNS on the machine's own network); `env` adds to
+    its environment (e.g. a fake clock)."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
+        *wrapper,
         "-m",
         "simpul.node",
         "--data-dir",
@@ -140,13 +141,19 @@ async def start_node_process(
         "node",
         "--listen",
         "127.0.0.1:0",
-        "--sync-port",
-        "0",
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "SIMPUL_DISCOVERY": "off", **(env or {})},
     )
+
+
+async def start_node_process(
+    data_dir: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> NodeProcess:
+    """Start `simpul node` and wait for the URL it prints. LAN sync listens on any free
+    port, found in `sync_port` (None for a node without a network)."""
+    process = await spawn_node(data_dir, "--sync-port", "0", *extra, env=env)
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
     text = line.decode().strip()

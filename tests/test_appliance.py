@@ -21,7 +21,7 @@ from unittest import mock
 import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from conftest import REPO, Api, make_token
+from conftest import REPO, Api, make_token, spawn_node
 
 from simpul.node.metrics import metrics
 from simpul.node.peers import PeerTable
@@ -214,25 +214,6 @@ async def receive(sock: socket.socket) -> set[str]:
     return set(data.decode().split("\n"))
 
 
-async def start_node(
-    data_dir: Path, env: dict[str, str], *wrapper: str
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        *wrapper,
-        "-m",
-        "simpul.node",
-        "--data-dir",
-        str(data_dir),
-        "node",
-        "--listen",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "SIMPUL_DISCOVERY": "off", **env},
-    )
-
-
 async def stop(process: asyncio.subprocess.Process) -> int:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -243,8 +224,8 @@ async def test_node_notifies_ready_watchdog_and_stopping(
     tmp_path: Path, notify_socket: socket.socket
 ) -> None:
     path = notify_socket.getsockname()
-    process = await start_node(
-        tmp_path / "node", {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}
+    process = await spawn_node(
+        tmp_path / "node", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}
     )
     try:
         ready = await receive(notify_socket)
@@ -310,7 +291,7 @@ async def test_node_serves_records_with_write_xor_execute_memory(
 
     data_dir = tmp_path / "node"
     token = await make_token(data_dir)
-    process = await start_node(data_dir, {}, str(wrapper))
+    process = await spawn_node(data_dir, wrapper=(str(wrapper),))
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), WAIT)).decode()
