@@ -23,7 +23,7 @@ from simpul.node.cli_appliance import backup, doctor, restore
 from simpul.node.cli_hub import hub
 from simpul.node.cli_network import enroll, network
 from simpul.node.cli_peers import peer, peers, when
-from simpul.node.cli_support import parse_listen, read_secret, run
+from simpul.node.cli_support import echo_rejections, parse_listen, read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
 from simpul.node.runtime import default_data_dir, open_node, prepare_data_dir
@@ -206,10 +206,7 @@ def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> No
         f"{summary['created']} new, {summary['updated']} updated, "
         f"{summary['unchanged']} unchanged; {len(summary['rejected'])} rows rejected"
     )
-    for rejection in summary["rejected"][:50]:
-        click.echo(f"  line {rejection['line']}: {rejection['reason']}", err=True)
-    if len(summary["rejected"]) > 50:
-        click.echo(f"  … and {len(summary['rejected']) - 50} more (use --json)", err=True)
+    echo_rejections(summary["rejected"], " (use --json)")
 
 
 @main.command()

@@ -19,7 +19,7 @@ import click
 from simpul.crypto.enrollment import Grant
 from simpul.node import hub_networks
 from simpul.node.cli_network import node_key
-from simpul.node.cli_support import guarded, parse_listen, run
+from simpul.node.cli_support import echo_rejections, guarded, parse_listen, run
 from simpul.node.hub import serve_hub
 from simpul.node.importer import import_csv
 from simpul.node.runtime import open_node
@@ -98,8 +98,7 @@ def hub_import(data_dir: Path, network_id: str, file: Path) -> None:
         f"{summary['created']} new, {summary['updated']} updated; "
         f"{len(summary['rejected'])} rows rejected"
     )
-    for rejection in summary["rejected"][:20]:
-        click.echo(f"  line {rejection['line']}: {rejection['reason']}", err=True)
+    echo_rejections(summary["rejected"])
 
 
 @hub.command("status")

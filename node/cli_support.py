@@ -85,3 +85,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def echo_rejections(rejected: list[dict[str, Any]], more: str = "", shown: int = 50) -> None:
+    """The rows an import rejected, on stderr: line and reason, the first `shown` of them
+    (`more`: where to find the rest)."""
+    for rejection in rejected[:shown]:
+        click.echo(f"  line {rejection['line']}: {rejection['reason']}", err=True)
+    if len(rejected) > shown:
+        click.echo(f"  … and {len(rejected) - shown} more{more}", err=True)
