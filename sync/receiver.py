@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -30,11 +31,13 @@ from typing import TYPE_CHECKING
 import aiosqlite
 
 from simpul.crypto.node_key import verify_signature
+from simpul.sync.bulk_write import RecordRows, insert_entries, write_record_rows
 from simpul.sync.bundle import Certificate, Entries, Frame, Hello
+from simpul.sync.database import on_thread
 from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, verify_chain
 from simpul.sync.frontier import Frontier
 from simpul.sync.record_doc import RecordDoc, RecordDocError
-from simpul.sync.store import PlannedWrite, RecordRows, now_ms, record_rows, write_record_rows
+from simpul.sync.store import PlannedWrite, now_ms, record_rows
 from simpul.sync.trust import Refusal, TrustPolicy
 from simpul.sync.varint import VarintError, decode_varint
 
@@ -574,36 +577,14 @@ class Receiver:
     async def _write(self, batch: _Batch) -> None:
         try:
             async with self._engine.db.write() as conn:
-                if batch.doubt or not await self._still_holds(conn, batch):
+                if batch.doubt or not await on_thread(conn, lambda raw: _still_holds(raw, batch)):
                     batch = await self._again(conn, batch)
-                await self._store(conn, batch)
+                await on_thread(conn, lambda raw: _store(raw, batch))
         except BaseException:
             self._view = _View(self._engine.db.reader)  # nothing it holds can be trusted
             raise
         self._view.forget(batch)
         self._report = self._report.merge(batch.report)
-
-    async def _still_holds(self, conn: aiosqlite.Connection, batch: _Batch) -> bool:
-        """True when the store still is what `batch` was applied to."""
-        for origin, head in batch.heads.items():
-            async with conn.execute(
-                "SELECT seq, chain FROM feeds WHERE origin = ?", (origin,)
-            ) as c:
-                row = await c.fetchone()
-            if ((row[0], row[1]) if row else (0, GENESIS)) != head:
-                return False
-        async with conn.execute(WAITING_SQL) as cursor:
-            if frozenset([(row[0], row[1]) async for row in cursor]) != batch.waiting:
-                return False
-        bases = list(batch.bases.items())
-        for start in range(0, len(bases), PAGE_IDS):
-            page = {_record_id(r): base for r, base in bases[start : start + PAGE_IDS]}
-            sql = f"SELECT id, doc FROM record_bodies WHERE id IN ({','.join('?' * len(page))})"
-            async with conn.execute(sql, list(page)) as cursor:
-                stored = {rid: data async for rid, data in cursor}
-            if any(stored.get(rid) != base for rid, base in page.items()):
-                return False
-        return True
 
     async def _again(self, conn: aiosqlite.Connection, batch: _Batch) -> _Batch:
         """Verify and apply `batch`'s chunks once more, against the transaction itself;
@@ -623,43 +604,57 @@ class Receiver:
             _absorb(again, attempt)
         return again
 
-    async def _store(self, conn: aiosqlite.Connection, batch: _Batch) -> None:
-        rows = RecordRows()
-        for record_id in sorted(batch.rows):
-            rows.extend(batch.rows[record_id])
-        await conn.executemany(
-            "INSERT INTO entries (origin, seq, record_id, change) VALUES (?, ?, ?, ?)",
-            [(e.origin, e.seq, e.record_id, e.change) for e in batch.entries],
-        )
-        await conn.executemany(
-            "INSERT OR IGNORE INTO checkpoints (origin, seq, chain, at_ms, signature)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(c.origin, c.seq, c.chain, c.at_ms, c.signature) for c in batch.checkpoints],
-        )
-        await conn.executemany(
-            "INSERT INTO feeds (origin, seq, chain, public_key) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, chain = excluded.chain,"
-            " public_key = excluded.public_key",
-            [(origin, *feed) for origin, feed in batch.feeds.items()],
-        )
-        await conn.executemany(
-            "INSERT INTO origin_certificates (origin, certificate) VALUES (?, ?)"
-            " ON CONFLICT (origin) DO UPDATE SET certificate = excluded.certificate",
-            list(batch.certificates.items()),
-        )
-        await conn.executemany(
-            "INSERT INTO pending_entries (origin, seq, record_id) VALUES (?, ?, ?)", batch.pending
-        )
-        await conn.executemany(
-            "DELETE FROM pending_entries WHERE origin = ? AND seq = ?", batch.unpended
-        )
-        await conn.executemany(
-            "UPDATE pending_entries SET refusal = ? WHERE origin = ? AND seq = ?", batch.spoiled
-        )
-        await write_record_rows(conn, rows)
-        for origin, (seq, _, _) in batch.feeds.items():
-            first = min(e.seq for e in batch.entries if e.origin == origin)
-            log.info("sync accept origin=%s from=%d to=%d", origin.hex(), first, seq)
+
+def _still_holds(conn: sqlite3.Connection, batch: _Batch) -> bool:
+    """True when the store still is what `batch` was applied to."""
+    for origin, head in batch.heads.items():
+        row = conn.execute("SELECT seq, chain FROM feeds WHERE origin = ?", (origin,)).fetchone()
+        if ((row[0], row[1]) if row else (0, GENESIS)) != head:
+            return False
+    if frozenset((row[0], row[1]) for row in conn.execute(WAITING_SQL)) != batch.waiting:
+        return False
+    bases = list(batch.bases.items())
+    for start in range(0, len(bases), PAGE_IDS):
+        page = {_record_id(r): base for r, base in bases[start : start + PAGE_IDS]}
+        sql = f"SELECT id, doc FROM record_bodies WHERE id IN ({','.join('?' * len(page))})"
+        stored = dict(conn.execute(sql, list(page)).fetchall())
+        if any(stored.get(rid) != base for rid, base in page.items()):
+            return False
+    return True
+
+
+def _store(conn: sqlite3.Connection, batch: _Batch) -> None:
+    rows = RecordRows()
+    for record_id in sorted(batch.rows):
+        rows.extend(batch.rows[record_id])
+    insert_entries(conn, batch.entries)
+    conn.executemany(
+        "INSERT OR IGNORE INTO checkpoints (origin, seq, chain, at_ms, signature)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(c.origin, c.seq, c.chain, c.at_ms, c.signature) for c in batch.checkpoints],
+    )
+    conn.executemany(
+        "INSERT INTO feeds (origin, seq, chain, public_key) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, chain = excluded.chain,"
+        " public_key = excluded.public_key",
+        [(origin, *feed) for origin, feed in batch.feeds.items()],
+    )
+    conn.executemany(
+        "INSERT INTO origin_certificates (origin, certificate) VALUES (?, ?)"
+        " ON CONFLICT (origin) DO UPDATE SET certificate = excluded.certificate",
+        list(batch.certificates.items()),
+    )
+    conn.executemany(
+        "INSERT INTO pending_entries (origin, seq, record_id) VALUES (?, ?, ?)", batch.pending
+    )
+    conn.executemany("DELETE FROM pending_entries WHERE origin = ? AND seq = ?", batch.unpended)
+    conn.executemany(
+        "UPDATE pending_entries SET refusal = ? WHERE origin = ? AND seq = ?", batch.spoiled
+    )
+    write_record_rows(conn, rows)
+    for origin, (seq, _, _) in batch.feeds.items():
+        first = min(e.seq for e in batch.entries if e.origin == origin)
+        log.info("sync accept origin=%s from=%d to=%d", origin.hex(), first, seq)
 
 
 def _absorb(into: _Batch, chunk: _Batch) -> None:

@@ -1,14 +1,13 @@
 """The record store: household documents, their search indexes and this node's feed.
 
-Every write is one SQLite transaction that updates the Automerge document, its JSON
-view and search rows, appends the new changes to this node's hash-chained feed and signs
-one checkpoint for the whole transaction, so what the API acknowledges is durable and
+Every write is one SQLite transaction that updates the Automerge document and its
+search rows, appends the new changes to this node's hash-chained feed and signs one
+checkpoint for the whole transaction, so what the API acknowledges is durable and
 verifiable, and a crash leaves either all of it or none.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -19,8 +18,9 @@ import aiosqlite
 from automerge import core
 
 from simpul.crypto.scope import in_scope
+from simpul.sync.bulk_write import RecordRows, insert_entries, write_record_rows
 from simpul.sync.conflicts import Path, conflicts, resolve
-from simpul.sync.database import Database
+from simpul.sync.database import Database, on_thread
 from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, chain_link
 from simpul.sync.feed import verify_chain as verify_feed_chain
 from simpul.sync.ids import new_member_id, uuid7
@@ -84,20 +84,6 @@ class ImportOutcome:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
-@dataclass
-class RecordRows:
-    """The stored rows of some records: narrow rows, documents, person rows."""
-
-    records: list[tuple[str, str, str, str, int, int]] = field(default_factory=list)
-    bodies: list[tuple[str, bytes]] = field(default_factory=list)
-    persons: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def extend(self, more: RecordRows) -> None:
-        self.records += more.records
-        self.bodies += more.bodies
-        self.persons += more.persons
-
-
 def record_rows(writes: Sequence[PlannedWrite], at: int) -> RecordRows:
     """Each record's narrow row, document and person rows (CPU only: no database)."""
     rows = RecordRows()
@@ -118,54 +104,12 @@ def record_rows(writes: Sequence[PlannedWrite], at: int) -> RecordRows:
     return rows
 
 
-async def write_record_rows(conn: aiosqlite.Connection, rows: RecordRows) -> None:
-    """Replace the stored rows of the records in `rows` (inside the caller's transaction).
-
-    The narrow and person rows (most of the rows, all text and numbers) go in as one JSON
-    array each, unpacked by SQLite's `json_each`: one statement binds once, where
-    `executemany` takes Python's lock again for every row and, during a sync, waits for it
-    behind the thread that applies the next chunk."""
-    await conn.execute(
-        "INSERT INTO records (id, kode_wilayah, no_kk, status_usulan, updated_ms, deleted)"
-        " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5"
-        " FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET"
-        " kode_wilayah = excluded.kode_wilayah, no_kk = excluded.no_kk,"
-        " status_usulan = excluded.status_usulan, updated_ms = excluded.updated_ms,"
-        " deleted = excluded.deleted",
-        (_json_rows(rows.records),),
-    )
-    await conn.executemany(
-        "INSERT INTO record_bodies (id, doc) VALUES (?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-        rows.bodies,
-    )
-    await conn.execute(
-        "DELETE FROM persons WHERE record_id IN (SELECT value ->> 0 FROM json_each(?))",
-        (_json_rows(rows.records),),
-    )
-    async with conn.execute("SELECT coalesce(max(rowid), 0) FROM persons") as cursor:
-        row = await cursor.fetchone()
-    await conn.execute(
-        "INSERT INTO persons (record_id, nik, nama)"
-        " SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
-        (_json_rows(rows.persons),),
-    )
-    # One bulk statement feeds the name index: ten times faster than a per-row trigger.
-    await conn.execute(
-        "INSERT INTO person_names (rowid, nama) SELECT rowid, nama FROM persons WHERE rowid > ?",
-        (row[0] if row else 0,),
-    )
-
-
-def _json_rows(rows: Sequence[tuple[Any, ...]]) -> str:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-
-
 async def store_records(
     conn: aiosqlite.Connection, writes: Sequence[PlannedWrite], at: int
 ) -> None:
     """Write each record's narrow row, document and person rows."""
-    await write_record_rows(conn, record_rows(writes, at))
+    rows = record_rows(writes, at)
+    await on_thread(conn, lambda raw: write_record_rows(raw, rows))
 
 
 def _viewed(record_id: str, data: bytes) -> dict[str, Any]:
@@ -256,12 +200,10 @@ class RecordStore:
             for change in write.changes:
                 seq += 1
                 chain = chain_link(chain, seq, rid, change.hash)
-                entries.append((self.actor, seq, rid, change.raw_bytes))
+                entries.append(Entry(self.actor, seq, rid, change.raw_bytes))
         at = self.clock()
         checkpoint = Checkpoint.sign(self.actor, seq, chain, at, self._sign)
-        await conn.executemany(
-            "INSERT INTO entries (origin, seq, record_id, change) VALUES (?, ?, ?, ?)", entries
-        )
+        await on_thread(conn, lambda raw: insert_entries(raw, entries))
         await conn.execute(
             "INSERT INTO feeds (origin, seq, chain, public_key) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, chain = excluded.chain",
