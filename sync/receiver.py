@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from simpul.sync.bundle import Certificate, Entries, Frame, Hello
 from simpul.sync.database import on_thread
 from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, verify_chain
 from simpul.sync.frontier import Frontier
+from simpul.sync.ids import record_id_text
 from simpul.sync.record_doc import RecordDoc, RecordDocError
 from simpul.sync.store import PlannedWrite, now_ms, record_rows
 from simpul.sync.trust import Refusal, TrustPolicy
@@ -136,10 +136,6 @@ def _kode(doc: RecordDoc) -> str:
     return str(doc.value(KODE_WILAYAH) or "")
 
 
-def _record_id(record_id: bytes) -> str:
-    return str(uuid.UUID(bytes=record_id))
-
-
 @dataclass
 class _Run:
     """Received entries of one origin waiting for the checkpoint that covers them."""
@@ -223,7 +219,7 @@ class _View:
                 wanted.append(record_id)
                 found[record_id] = None
         for start in range(0, len(wanted), PAGE_IDS):
-            ids = {_record_id(r): r for r in wanted[start : start + PAGE_IDS]}
+            ids = {record_id_text(r): r for r in wanted[start : start + PAGE_IDS]}
             sql = (
                 "SELECT b.id, b.doc, r.kode_wilayah FROM record_bodies b JOIN records r"
                 f" USING (id) WHERE b.id IN ({','.join('?' * len(ids))})"
@@ -252,6 +248,7 @@ class _Applier:
         self._stored: dict[bytes, Held | None] = {}
         self.changed: dict[bytes, Held] = {}
         self._docs: dict[bytes, RecordDoc] = {}  # the changed documents, until kept
+        self._allowed: dict[tuple[bytes, str], bool] = {}  # (origin, region) -> may write
 
     async def prefetch(self, record_ids: Iterable[bytes]) -> None:
         fresh = [r for r in record_ids if r not in self._stored]
@@ -291,7 +288,7 @@ class _Applier:
             return False
         kode = _kode(doc)
         for region in ([current[1]] if current else []) + [kode]:
-            if not self._trust.may_write(entry.origin, region):
+            if not self._may_write(entry.origin, region):
                 raise _OutOfBounds(
                     entry.seq, "scope", f"record in region {region!r} is outside its scope"
                 )
@@ -301,6 +298,11 @@ class _Applier:
         self._docs[entry.record_id] = doc
         return True
 
+    def _may_write(self, origin: bytes, region: str) -> bool:
+        if (origin, region) not in self._allowed:
+            self._allowed[origin, region] = self._trust.may_write(origin, region)
+        return self._allowed[origin, region]
+
     async def keep(self) -> None:
         """The changes are accepted: they are the view's (and the batch's) from now on,
         with the rows that show them."""
@@ -309,7 +311,7 @@ class _Applier:
             self._view.docs[record_id] = held
             self._view.owner[record_id] = self._batch
             self._batch.rows[record_id] = record_rows(
-                [PlannedWrite(_record_id(record_id), self._docs.pop(record_id), [])], at
+                [PlannedWrite(record_id_text(record_id), self._docs.pop(record_id), [])], at
             )
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -615,7 +617,7 @@ def _still_holds(conn: sqlite3.Connection, batch: _Batch) -> bool:
         return False
     bases = list(batch.bases.items())
     for start in range(0, len(bases), PAGE_IDS):
-        page = {_record_id(r): base for r, base in bases[start : start + PAGE_IDS]}
+        page = {record_id_text(r): base for r, base in bases[start : start + PAGE_IDS]}
         sql = f"SELECT id, doc FROM record_bodies WHERE id IN ({','.join('?' * len(page))})"
         stored = dict(conn.execute(sql, list(page)).fetchall())
         if any(stored.get(rid) != base for rid, base in page.items()):

@@ -8,10 +8,10 @@ households.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from simpul.sync.database import Database
+from simpul.sync.ids import record_id_text
 from simpul.sync.store import RecordStore
 
 
@@ -62,7 +62,7 @@ class ConflictIndex:
         else:
             return
         for (raw,) in rows:
-            record_id = str(uuid.UUID(bytes=raw))
+            record_id = record_id_text(raw)
             record = await self.records.get(record_id)
             live = record is not None and not record["_meta"]["deleted"]
             if live and record["_meta"]["conflicts"]:
