@@ -64,7 +64,7 @@ async def parsed_batches(path: Path) -> AsyncIterator[Parsed]:
     finally:
         if child.returncode is None:
             child.kill()
-        await child.wait()
+        await child.communicate()  # to the pipe's end too, so it closes before the loop does
 
 
 async def import_csv(

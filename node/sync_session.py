@@ -41,6 +41,7 @@ from simpul.sync.bundle import (
     Hello,
     encode_frame,
 )
+from simpul.sync.database import DiskFull
 from simpul.sync.engine import IngestReport, Receiver, SyncEngine
 from simpul.sync.frontier import Frontier, FrontierError, missing
 
@@ -66,6 +67,10 @@ class SessionError(Exception):
 
 class PeerBusy(SessionError):
     """The peer is already in a session with this node (most often one it started)."""
+
+
+class CannotStore(SessionError):
+    """This node could not store what its peer sent (its disk is full); the peer is fine."""
 
 
 class PeerRefused(SessionError):
@@ -171,22 +176,25 @@ async def receive_stream(
     (while the next ones arrive), and what was verified is kept if the stream breaks."""
     decoder = BundleDecoder()
     try:
-        async for data in chunks:
-            report.bytes_in += len(data)
-            try:
-                frames = decoder.feed(data)
-            except BundleError as exc:
-                await receiver.feed(exc.frames)
-                raise SessionError(f"bad stream from peer: {exc}") from exc
-            await receiver.feed(frames)
         try:
-            decoder.close()
-        except BundleError as exc:
-            raise SessionError(f"stream from peer ended early: {exc}") from exc
-    except Exception:
-        await receiver.drain()
-        raise
-    return await receiver.finish()
+            async for data in chunks:
+                report.bytes_in += len(data)
+                try:
+                    frames = decoder.feed(data)
+                except BundleError as exc:
+                    await receiver.feed(exc.frames)
+                    raise SessionError(f"bad stream from peer: {exc}") from exc
+                await receiver.feed(frames)
+            try:
+                decoder.close()
+            except BundleError as exc:
+                raise SessionError(f"stream from peer ended early: {exc}") from exc
+        except Exception:
+            await receiver.drain()
+            raise
+        return await receiver.finish()
+    except DiskFull as exc:
+        raise CannotStore(str(exc)) from exc
 
 
 FORKED = ("chain", "own-feed")
@@ -362,6 +370,10 @@ class SyncServer:
             if receiver.peer is not None:
                 check_hello(receiver.peer, peer, self.engine)
             note_ingest(report, ingest)
+        except CannotStore as exc:
+            log.error("sync serve push failed node_id=%s reason=%s", peer.node_id, exc)
+            self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)
+            raise web.HTTPInsufficientStorage(text=str(exc)) from None
         except SessionError as exc:
             log.warning("sync serve push failed node_id=%s reason=%s", peer.node_id, exc)
             self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)

@@ -39,6 +39,15 @@ class DatabaseError(Exception):
     """The database file cannot be opened, is from a newer version, or failed to migrate."""
 
 
+class DiskFull(DatabaseError):
+    """A write found the disk full; it was rolled back whole."""
+
+
+def _disk_full(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL  # an extended code too
+
+
 async def _connect(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
@@ -107,15 +116,26 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; commits on success, rolls back on any exception."""
+        """One write transaction; commits on success, rolls back on any exception.
+
+        A full disk (while writing or committing) raises DiskFull once the transaction is
+        rolled back: the store keeps what it had before it."""
         async with self._lock:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
+                await self._writer.execute("COMMIT")
+            except BaseException as exc:
+                if self._writer.in_transaction:  # SQLite may have rolled back already
+                    await self._writer.execute("ROLLBACK")
+                if _disk_full(exc):
+                    log.info("database write refused path=%s reason=disk full", self.path)
+                    raise DiskFull(
+                        f"the disk holding {self.path} is full: this write was not saved and "
+                        "nothing stored before it is lost; free some space ('simpul doctor' "
+                        "shows how much is left) and try again"
+                    ) from exc
                 raise
-            await self._writer.execute("COMMIT")
 
     @property
     def reader(self) -> aiosqlite.Connection:

@@ -27,9 +27,14 @@ class Network:
         self.certificates: dict[bytes, bytes] = {}
 
     async def node(
-        self, scope: list[str], certified: bool = True, key: NodeKey | None = None
+        self,
+        scope: list[str],
+        certified: bool = True,
+        key: NodeKey | None = None,
+        home: Path | None = None,
     ) -> Peer:
-        """A new node (its own store); `key` given: a clone of that node's identity."""
+        """A new node (its own store, under `home` if given: e.g. a small disk); `key`
+        given: a clone of that node's identity."""
         key = key or NodeKey.generate()
         certificate = (
             issue_node_certificate(self.root, key.public_bytes, f"n{len(self.peers)}", "office",
@@ -37,7 +42,7 @@ class Network:
             if certified
             else b""
         )  # fmt: skip
-        db = await Database.open(self.base / f"node{len(self.peers)}" / "simpul.db")
+        db = await Database.open((home or self.base) / f"node{len(self.peers)}" / "simpul.db")
         engine = SyncEngine(
             db,
             key.node_id,
