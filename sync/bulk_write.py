@@ -66,10 +66,10 @@ def insert_entries(conn: sqlite3.Connection, entries: Iterable[Entry]) -> None:
     ]
     conn.execute(
         "INSERT INTO entries (origin, seq, record_id, change)"
-        " SELECT substr(?2, value ->> 1, value ->> 2), value ->> 0,"
-        " substr(?2, value ->> 3, value ->> 4), substr(?2, value ->> 5, value ->> 6)"
-        " FROM json_each(?1)",
-        (json_rows(rows), packed.blob()),
+        " SELECT substr(:blob, value ->> 1, value ->> 2), value ->> 0,"
+        " substr(:blob, value ->> 3, value ->> 4), substr(:blob, value ->> 5, value ->> 6)"
+        " FROM json_each(:rows)",
+        {"rows": json_rows(rows), "blob": packed.blob()},
     )
 
 
@@ -89,9 +89,9 @@ def write_record_rows(conn: sqlite3.Connection, rows: RecordRows) -> None:
     bodies = [(record_id, *packed.add(doc)) for record_id, doc in rows.bodies]
     conn.execute(
         "INSERT INTO record_bodies (id, doc)"
-        " SELECT value ->> 0, substr(?2, value ->> 1, value ->> 2) FROM json_each(?1)"
+        " SELECT value ->> 0, substr(:blob, value ->> 1, value ->> 2) FROM json_each(:rows)"
         " WHERE true ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-        (json_rows(bodies), packed.blob()),
+        {"rows": json_rows(bodies), "blob": packed.blob()},
     )
     conn.execute(
         "DELETE FROM persons WHERE record_id IN (SELECT value ->> 0 FROM json_each(?))",
