@@ -225,6 +225,7 @@ class Hub:
                     "origins": len(await served.store.frontier()),
                     "revocations": served.news.membership.revocations.number,
                     "nodes": nodes,
+                    "in_session": sorted(served.server.in_session),
                     "refusals": dict(refusals),
                 }
             )

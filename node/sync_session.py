@@ -358,6 +358,11 @@ class SyncServer:
         if self._on_served is not None and (report.sent or report.received):
             await self._on_served(report)
 
+    @property
+    def in_session(self) -> frozenset[str]:
+        """The node ids this server is in a session with right now."""
+        return frozenset(self._busy)
+
     async def push(self, request: web.Request) -> web.Response:
         peer = self.authenticate(request)
         self._claim(peer)

@@ -140,6 +140,7 @@ async def test_office_changes_reach_the_hub_and_come_back_to_another_office_node
     facts = (await hub_status(hub))["networks"][0]
     assert facts["records"] == 6 and facts["refusals"] == {}
     assert facts["nodes"][office.key.node_id_hex]["entries_in"] == 6
+    assert facts["in_session"] == []  # the round has ended on the hub too
 
     pulled = await hub_round(other.engine, dial(network, other, hub, tmp_path), Meter())
     assert pulled.report.received == 6
