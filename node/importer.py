@@ -73,9 +73,8 @@ async def import_csv(
     """Import `path`; returns {households, persons, created, updated, unchanged, rejected}."""
     total = ImportOutcome()
     rejected: list[dict[str, Any]] = []
-    stderr = click.get_text_stream("stderr")
     bar = (
-        click.progressbar(length=count_data_lines(path), label="Import", file=stderr)
+        click.progressbar(length=count_data_lines(path), label="Import", file=sys.stderr)
         if show_progress
         else nullcontext()
     )
