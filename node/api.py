@@ -79,18 +79,14 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def refuse_wrong_clock(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A write attempted with a clock behind the node's floor answers 503, nothing written
-    (checked before validation, which judges dates by the same wrong clock)."""
+    """No API write while the clock is behind the node's floor: ClockBehind, answered 503
+    by node/http_errors.py, checked before validation, which judges dates by the same
+    wrong clock."""
     clock = request.app[NODE_KEY].clock
     writes = request.method not in ("GET", "HEAD", "OPTIONS") and request.path.startswith("/api/")
     if writes and clock.behind_ms() > TOLERANCE_MS:
-        log.warning("api write refused path=%s reason=clock behind", request.path)
-        return error(503, clock.refusal(), hint="simpul doctor")
-    try:
-        return await handler(request)
-    except ClockBehind as exc:
-        log.warning("api write refused path=%s reason=clock behind", request.path)
-        return error(503, str(exc), hint="simpul doctor")
+        raise ClockBehind(clock.refusal())
+    return await handler(request)
 
 
 async def read_json(request: web.Request) -> Any:

@@ -15,6 +15,7 @@ from aiohttp import web
 from simpul.node.api import NODE_KEY, add_routes, bearer_auth, refuse_wrong_clock
 from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
+from simpul.node.http_errors import answer_failures
 from simpul.node.lan_sync import LanSync
 from simpul.node.membership import load_membership
 from simpul.node.metrics import add_metrics_routes
@@ -36,7 +37,8 @@ DISCOVERY_ENV = "SIMPUL_DISCOVERY"  # "off": no LAN announcements (tests, the hu
 
 def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[page_auth, bearer_auth, refuse_wrong_clock], client_max_size=1024 * 1024
+        middlewares=[answer_failures, page_auth, bearer_auth, refuse_wrong_clock],
+        client_max_size=1024 * 1024,
     )
     app[NODE_KEY] = node
     add_web_routes(app)

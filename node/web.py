@@ -22,8 +22,9 @@ import jinja2
 from aiohttp import web
 
 from simpul.node.api import NODE_KEY
+from simpul.node.clock_floor import TOLERANCE_MS, ClockBehind
 from simpul.node.web_sessions import Locked, Session, Sessions
-from simpul.node.web_text import DEFAULT_LANGUAGE, LANGUAGES, Text
+from simpul.node.web_text import DEFAULT_LANGUAGE, LANGUAGES, Text, iso
 from simpul.sync.record_stats import ConflictIndex
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ LANG_COOKIE = "simpul_lang"
 OWN_PREFIXES = ("/api/", "/enroll/")  # not pages: these keep their own rules
 OWN_PATHS = ("/healthz", "/metrics")
 PUBLIC_PATHS = ("/masuk", "/bahasa")  # the login form and the language switch before login
+SESSION_PATHS = (*PUBLIC_PATHS, "/keluar")  # posts that touch only the session or a cookie
 PUBLIC_PREFIX = "/static/"  # the style sheet: no data in it
 SECURITY_HEADERS = {
     # nothing but this node's own origin: no CDN, no web font, no script at all
@@ -60,7 +62,6 @@ class Web:
 WEB_KEY = web.AppKey("web", Web)
 SESSION = web.RequestKey("session", Session)
 TEXT = web.RequestKey("text", Text)
-NEW_PRE_TOKEN = web.RequestKey("new_pre_token", str)
 
 
 class Refused(Exception):
@@ -84,7 +85,7 @@ def make_web(app: web.Application) -> Web:
     return Web(templates, Sessions(node.db, node.operators), ConflictIndex(node.records))
 
 
-def _is_page(path: str) -> bool:
+def is_page(path: str) -> bool:
     return not (path.startswith(OWN_PREFIXES) or path in OWN_PATHS)
 
 
@@ -109,8 +110,10 @@ def csrf_of(request: web.Request) -> str:
 
 @web.middleware
 async def page_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Session, CSRF and language for every page request."""
-    if not _is_page(request.path):
+    """Session, CSRF and language for every page request; no post but a login, logout or
+    language switch while the clock is behind the floor (ClockBehind, checked before the
+    form is validated against the same wrong clock)."""
+    if not is_page(request.path):
         return await handler(request)
     request[TEXT] = Text(language_of(request))
     cookie = request.cookies.get(SESSION_COOKIE, "")
@@ -127,13 +130,12 @@ async def page_auth(request: web.Request, handler: Handler) -> web.StreamRespons
         if not _same(str(form.get("csrf", "")), csrf_of(request)):
             log.warning("page refused path=%s reason=csrf remote=%s", request.path, request.remote)
             return problem(request, 403, "error.csrf")
+        if request.path not in SESSION_PATHS and clock_warning(request):
+            raise ClockBehind(request.app[NODE_KEY].clock.refusal())
     try:
-        response = await handler(request)
+        return await handler(request)
     except Refused as exc:
         return problem(request, exc.status, exc.key)
-    if request.get(NEW_PRE_TOKEN):
-        response.set_cookie(PRE_COOKIE, request[NEW_PRE_TOKEN], **cookie_flags())
-    return response
 
 
 def cookie_flags() -> dict[str, Any]:
@@ -144,12 +146,12 @@ def cookie_flags() -> dict[str, Any]:
 def page(
     request: web.Request, template: str, http_status: int = 200, **context: Any
 ) -> web.Response:
-    """Render `template` with the session, the catalogue and the form token."""
+    """Render `template` with the session, the catalogue, the form token and the clock
+    warning (a new pre-login token gets its cookie)."""
     text = request[TEXT]
     token = csrf_of(request)
-    if not token:
-        token = secrets.token_urlsafe(32)
-        request[NEW_PRE_TOKEN] = token
+    new_token = "" if token else secrets.token_urlsafe(32)
+    context.setdefault("clock_warning", clock_warning(request))
     body = (
         request.app[WEB_KEY]
         .templates.get_template(template)
@@ -157,7 +159,7 @@ def page(
             t=text,
             lang=text.lang,
             session=request.get(SESSION),
-            csrf=token,
+            csrf=token or new_token,
             path=request.path,
             **context,
         )
@@ -166,7 +168,23 @@ def page(
         text=body, status=http_status, content_type="text/html", charset="utf-8"
     )
     response.headers.update(SECURITY_HEADERS)
+    if new_token:
+        response.set_cookie(PRE_COOKIE, new_token, **cookie_flags())
     return response
+
+
+def clock_text(request: web.Request, key: str) -> str:
+    """The catalogue message `key` with the device clock's time and the floor's."""
+    text = request[TEXT]
+    clock = request.app[NODE_KEY].clock
+    return text(key, now=text.moment(iso(clock.system())), floor=text.moment(iso(clock.floor_ms)))
+
+
+def clock_warning(request: web.Request) -> str:
+    """What every page says while the clock is behind the floor ("" when it is not)."""
+    if request.app[NODE_KEY].clock.behind_ms() <= TOLERANCE_MS:
+        return ""
+    return clock_text(request, "clock.behind")
 
 
 def problem(request: web.Request, status: int, key: str, **values: Any) -> web.Response:

@@ -78,6 +78,50 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Wilayah ini di luar cakupan tulis perangkat ini.",
         "This region is outside this device's write scope.",
     ),
+    "error.no_page": (
+        "Halaman ini tidak ada. Periksa alamatnya, atau pilih menu di atas.",
+        "There is no such page. Check the address, or use the menu above.",
+    ),
+    "error.method": (
+        "Alamat ini tidak bisa dibuka dengan cara itu. Kembali lalu gunakan tombol di halaman.",
+        "This address cannot be used that way. Go back and use the buttons on the page.",
+    ),
+    "error.too_large": (
+        "Kiriman terlalu besar (lebih dari 1 MB). Tidak ada yang disimpan. Kurangi isinya "
+        "lalu coba lagi.",
+        "What was sent is too large (over 1 MB). Nothing was saved. Send less and try again.",
+    ),
+    "error.bad_request": (
+        "Permintaan tidak bisa dibaca. Muat ulang halaman lalu coba lagi.",
+        "The request could not be read. Reload the page and try again.",
+    ),
+    "error.unexpected": (
+        "Terjadi kesalahan di perangkat ini. Periksa apakah perubahan terakhir sudah "
+        "tersimpan sebelum mengulang. Bila terulang, beri tahu admin (simpul doctor).",
+        "Something went wrong on this device. Check whether your last change was saved before "
+        "repeating it. If it happens again, tell the admin (simpul doctor).",
+    ),
+    # the device clock behind what the node has already seen (decision 0008)
+    "clock.behind": (
+        "Jam perangkat ini tertinggal: menunjukkan {now}, padahal waktu {floor} sudah pernah "
+        "dilihat. Perubahan tidak bisa disimpan sampai tanggal dan jam diatur.",
+        "This device's clock is behind: it says {now}, but {floor} has already been seen. "
+        "Changes cannot be saved until the date and time are set.",
+    ),
+    "clock.refused": (
+        "Jam perangkat mundur: menunjukkan {now}, padahal waktu {floor} sudah pernah dilihat. "
+        "Tidak ada yang disimpan.",
+        "The device clock went back: it says {now}, but {floor} has already been seen. "
+        "Nothing was saved.",
+    ),
+    "clock.fix": (
+        "Cara memperbaiki: atur tanggal dan jam perangkat (admin: sudo date -u -s "
+        "'YYYY-MM-DD HH:MM', atau sambungkan ke internet), lalu kirim formulir lagi. "
+        "Perintah simpul doctor menjelaskan masalahnya.",
+        "To fix it: set the device's date and time (admin: sudo date -u -s 'YYYY-MM-DD HH:MM', "
+        "or connect it to the internet), then send the form again. The command simpul doctor "
+        "explains the problem.",
+    ),
     "error.fix": (
         "Ada {count} isian yang perlu diperbaiki. Lihat pesan merah di bawah.",
         "{count} fields need fixing. See the red messages below.",
