@@ -4,7 +4,9 @@ Errors are JSON: 400 for a body that is not JSON or a bad query parameter, 422 w
 `fields` naming each invalid field, 401 without a valid token, 403 for a step the
 operator's role may not take (a proposal status outside the workflow of sync/proposals.py,
 a delete or a conflict resolution by a plain operator), 404 for an unknown id, 409 for an
-id already taken, 410 for a deleted record. Nothing is written on error.
+id already taken, 410 for a deleted record, 503 while the clock is behind the node's floor.
+An unknown address, a wrong method, a body over 1 MiB and an unexpected failure are JSON too
+(node/http_errors.py). Nothing is written on error.
 """
 
 from __future__ import annotations

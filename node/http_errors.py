@@ -6,7 +6,8 @@ JSON for the API, never a traceback or aiohttp's plain-text default.
 405 for a wrong method, 413 for a body over the size limit, 503 with what to do when a
 write meets a clock behind the floor (decision 0008), 500 for anything unexpected (logged
 with its traceback as `request failed`). An /api/ failure keeps the API's JSON shape.
-Other paths (enrollment, health, metrics) keep aiohttp's own answers.
+Other paths (enrollment, health, metrics) keep aiohttp's own answers, and a file missing
+under /static/ (only the style sheet lives there) an empty 404 from aiohttp's file response.
 """
 
 from __future__ import annotations

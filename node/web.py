@@ -5,7 +5,8 @@ Every page needs a session (GET without one redirects to the login page; anythin
 answers 401); every POST needs the CSRF token of its form (403 without it). Before login,
 the login and language forms carry a token bound to a pre-session cookie instead. The JSON
 API (`/api/`, bearer tokens), `/healthz`, `/metrics` and LAN enrollment (`/enroll/`) keep
-their own rules. Pages are rendered on the server with jinja2 and need no JavaScript.
+their own rules. Pages are rendered on the server with jinja2 and need no JavaScript; a
+failed page request gets the error page (node/http_errors.py).
 """
 
 from __future__ import annotations
