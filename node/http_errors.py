@@ -5,7 +5,8 @@ JSON for the API, never a traceback or aiohttp's plain-text default.
 /metrics) it renders `error.html` in the operator's language: 404 for an unknown address,
 405 for a wrong method, 413 for a body over the size limit, 503 with what to do when a
 write meets a clock behind the floor (decision 0008), 500 for anything unexpected (logged
-with its traceback as `request failed`). An /api/ failure keeps the API's JSON shape.
+with its traceback as `request failed`), 507 when the disk is full (the write was rolled
+back whole, sync/database.py). An /api/ failure keeps the API's JSON shape.
 Other paths (enrollment, health, metrics) keep aiohttp's own answers, and a file missing
 under /static/ (only the style sheet lives there) an empty 404 from aiohttp's file response.
 """
@@ -21,6 +22,7 @@ from simpul.node.api import error
 from simpul.node.clock_floor import ClockBehind
 from simpul.node.web import TEXT, clock_text, is_page, language_of, page, problem
 from simpul.node.web_text import Text
+from simpul.sync.database import DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,11 @@ async def answer_failures(request: web.Request, handler: Handler) -> web.StreamR
             return error(503, str(exc), hint="simpul doctor")
         message, fix = clock_text(request, "clock.refused"), request[TEXT]("clock.fix")
         return page(request, "error.html", 503, message=message, fix=fix, clock_warning="")
+    except DiskFull as exc:
+        log.warning("write refused path=%s reason=disk full", request.path)
+        if not for_page:
+            return error(507, str(exc), hint="simpul doctor")
+        return problem(request, 507, "error.disk_full")
     except web.HTTPException as exc:
         if exc.status < 400 or (not for_page and exc.content_type == "application/json"):
             raise

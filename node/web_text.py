@@ -101,6 +101,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Something went wrong on this device. Check whether your last change was saved before "
         "repeating it. If it happens again, tell the admin (simpul doctor).",
     ),
+    "error.disk_full": (
+        "Penyimpanan perangkat ini penuh. Perubahan ini tidak disimpan; data yang sudah ada "
+        "tetap aman. Minta admin mengosongkan ruang (simpul doctor menunjukkan sisanya), lalu "
+        "kirim lagi.",
+        "This device's storage is full. This change was not saved; the data already stored is "
+        "safe. Ask the admin to free some space (simpul doctor shows how much is left), then "
+        "send again.",
+    ),
     # the device clock behind what the node has already seen (decision 0008)
     "clock.behind": (
         "Jam perangkat ini tertinggal: menunjukkan {now}, padahal waktu {floor} sudah pernah "

@@ -4,7 +4,8 @@ English), never JSON, a traceback or aiohttp's plain text; the API keeps answeri
 A node process under a 1970 clock (libfaketime) shows a warning on every page and answers a
 household form with a 503 page saying what is wrong, that nothing was saved and how to fix
 it (Chromium). Unknown addresses, wrong methods, bodies over the limit and an unexpected
-failure (a table dropped under the running node) are checked over plain HTTP.
+failure (a table dropped under the running node) and a full disk (a real small tmpfs) are
+checked over plain HTTP.
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from browser import csrf_of, launch, log_in, screenshot, skip_reason
 from conftest import NodeProcess, make_token, start_node_process
 from test_doctor import IN_1970, needs_faketime, node_dir, records  # noqa: F401 (a fixture)
-from test_web_access import Site, site  # noqa: F401 (a fixture)
+from test_web_access import Site, form_fields, site  # noqa: F401 (a fixture)
+from usb_nodes import small_drive
+
+from simpul.node.runtime import open_node
+from simpul.node.server import build_app
 
 TOO_LARGE = 2 * 1024 * 1024  # the node takes at most 1 MiB
+CHUNK = 64 * 1024
 
 
 def checkpoints(data_dir: Path) -> int:
@@ -151,3 +158,47 @@ async def test_api_failures_stay_json(site: Site) -> None:  # noqa: F811
         async with http.get(f"{site.base}/api/v1/records/{site.record['id']}x") as response:
             assert response.status == 404  # the API's own JSON answers are left as they are
             assert await response.json() == {"error": "no such record"}
+
+
+def fill(disk: Path, most: int) -> Path:
+    """A file taking every byte left on `disk` (at most `most` bytes are tried)."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for _ in range(most // CHUNK):
+            try:
+                out.write(b"\0" * CHUNK)
+            except OSError:
+                break
+    return filler
+
+
+async def test_a_form_posted_onto_a_full_disk_gets_the_page_and_loses_nothing(
+    tmp_path: Path, households_jsonl: list
+) -> None:
+    with small_drive(tmp_path / "small", "8m") as disk:
+        data_dir = disk / "node"
+        token = await make_token(data_dir, "ani", "operator")
+        async with open_node(data_dir) as node:
+            record = await node.records.create(households_jsonl[0], "ani")
+            server = TestServer(build_app(node), host="127.0.0.1")
+            await server.start_server()
+            site = Site(node, str(server.make_url("")).rstrip("/"), {"operator": token}, record)
+            edit = f"{site.base}/keluarga/{record['id']}/ubah"
+            async with site.browser() as http:
+                await site.log_in(http, "ani")
+                async with http.get(edit) as response:
+                    shown = form_fields(await response.text())
+                form = [(k, v) for k, v in shown if k != "alamat"] + [
+                    ("alamat", "Jl. Penuh 1"),
+                    ("aksi", "simpan"),
+                ]
+                filler = fill(disk, 8 * 1024 * 1024)
+                async with http.post(edit, data=form) as response:
+                    body = await response.text()
+                    assert_error_page(response, body, 507, "Penyimpanan perangkat ini penuh")
+                assert await node.records.get(record["id"]) == record
+                filler.unlink()
+                async with http.post(edit, data=form) as response:
+                    assert response.status == 200 and "Tersimpan" in await response.text()
+            await server.close()
+            assert (await node.records.get(record["id"]))["alamat"] == "Jl. Penuh 1"
