@@ -110,6 +110,13 @@ main.add_command(hub)
     default=None,
     help="Seconds between rounds with the hub when nothing is waiting to go up (default 300).",
 )
+@click.option(
+    "--uplink-lease",
+    type=click.FloatRange(*uplink_state.LEASE_RANGE),
+    default=None,
+    help="Seconds the office waits for a silent uplink node before another takes over "
+    "(default 30; kept like --hub).",
+)
 @click.pass_obj
 def node(
     data_dir: Path,
@@ -120,12 +127,13 @@ def node(
     hub_url: str | None,
     uplink_budget: str | None,
     hub_period: float | None,
+    uplink_lease: float | None,
 ) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
     prepare_data_dir(data_dir)
     try:
-        uplink = uplink_state.configure(data_dir, hub_url, uplink_budget)
+        uplink = uplink_state.configure(data_dir, hub_url, uplink_budget, uplink_lease)
     except uplink_state.UplinkConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

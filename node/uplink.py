@@ -2,16 +2,18 @@
 
 Role election rides on LAN sync. Every LAN session carries, both ways, the header
 `X-Simpul-Uplink: <node id>.<term>.<hub frontier>` (`Gossip`): the node that uplinks, a
-counter it raises every `REFRESH_SECONDS` (each raise pokes LAN sync, so it spreads at
+counter it raises every third of the lease (each raise pokes LAN sync, so it spreads at
 once), and the hub frontier in base64 (the frontier encoding of docs/protocol.md).
 
-- A node that has heard another node's term rise within `LEASE_SECONDS` stands by: it
-  never connects to the hub, so an office spends its quota through one node only.
+- A node that has heard another node's term rise within the lease (`uplink.json`,
+  `simpul node --uplink-lease`, 30 s by default) stands by: it never connects to the
+  hub, so an office spends its quota through one node only.
 - Otherwise it checks the hub cheaply (a TCP connect, no TLS, no data) with back-off
-  while unreachable; the first node that reaches the hub takes the role. If two claim at
-  once, the lower node id keeps it and the other stands by as soon as it hears.
-- When the uplink vanishes, its term stops rising and, `LEASE_SECONDS` later, a node
-  with a link takes over (within a minute).
+  while unreachable (up to half the lease); the first node that reaches the hub takes the
+  role. If two claim at once, the lower node id keeps it and the other stands by as soon
+  as it hears.
+- When the uplink vanishes, its term stops rising and, a lease later, a node with a link
+  takes over (within a minute with the default lease).
 
 The uplink runs a round (`node/uplink_session.py`) whenever this node's frontier is ahead
 of the hub frontier, and every `hub_period` seconds to bring the hub's changes down. The
@@ -43,21 +45,23 @@ from simpul.sync.frontier import Frontier, FrontierError
 
 log = logging.getLogger(__name__)
 
-REFRESH_SECONDS = 10.0
-LEASE_SECONDS = 30.0
 HUB_PERIOD_SECONDS = 300.0
 PROBE_TIMEOUT = 5.0
-BACKOFF_START = 5.0
-BACKOFF_MAX = 15.0  # a node given a link notices within 15 s
 BUDGET_RECHECK_SECONDS = 60.0
 
 
 class UplinkGossip:
     """Who uplinks and what the hub holds, as heard over LAN sync and announced back."""
 
-    def __init__(self, node_id: str, state: uplink_state.UplinkState) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        state: uplink_state.UplinkState,
+        lease: float = uplink_state.LEASE_SECONDS,
+    ) -> None:
         self.node_id = node_id
         self.state = state
+        self.lease = lease
         self.term = 0
         self.claiming = False
         self.heard: dict[str, tuple[int, float]] = {}  # node id -> (term, monotonic time)
@@ -91,7 +95,7 @@ class UplinkGossip:
     def fresh_other(self) -> str | None:
         """The lowest other node id whose term rose within the lease, if any."""
         now = time.monotonic()
-        fresh = [n for n, (_, at) in self.heard.items() if now - at < LEASE_SECONDS]
+        fresh = [n for n, (_, at) in self.heard.items() if now - at < self.lease]
         return min(fresh) if fresh else None
 
     def should_stand_by(self) -> str | None:
@@ -122,7 +126,10 @@ class Uplink:
         self.poke_lan = poke_lan
         self.hub_period = hub_period
         self.state = uplink_state.load_state(data_dir)
-        self.gossip = UplinkGossip(engine.local_origin.hex(), self.state)
+        lease = config.lease_seconds
+        self.refresh = lease / 3  # the term rises three times per lease
+        self.backoff_max = lease / 2  # a node given a link notices within half a lease
+        self.gossip = UplinkGossip(engine.local_origin.hex(), self.state, lease)
         self.gossip.on_learn = self._save
         network_id = engine.network_id.hex()
         self.dial = Dial(
@@ -136,7 +143,7 @@ class Uplink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_round = 0.0
-        self._backoff = BACKOFF_START / 2
+        self._backoff = self.backoff_max / 6
 
     def _save(self) -> None:
         uplink_state.save_state(self.data_dir, self.state)
@@ -184,7 +191,7 @@ class Uplink:
                 raise
             except Exception:  # one bad round must not end the uplink for good
                 log.exception("uplink step failed")
-                await self._sleep(BACKOFF_MAX)
+                await self._sleep(self.backoff_max)
 
     async def step(self) -> float:
         """One decision of the uplink; the seconds to wait before the next."""
@@ -200,11 +207,11 @@ class Uplink:
             self.gossip.claiming = False
             self.state.uplink_node = other
             self._set("standby")
-            return REFRESH_SECONDS / 3
+            return self.refresh / 3
         if not self.gossip.claiming and not await self.reachable():
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._backoff = min(self._backoff * 2, self.backoff_max)
             return self._backoff * random.uniform(0.8, 1.0)
-        self._backoff = BACKOFF_START / 2
+        self._backoff = self.backoff_max / 6
         if not self.gossip.claiming:
             log.info("uplink role taken node_id=%s hub=%s", self.gossip.node_id, self.config.hub)
         self.gossip.claiming = True
@@ -213,7 +220,7 @@ class Uplink:
         self.poke_lan()
         if await self._round_due():
             await self.round()
-        return min(REFRESH_SECONDS, self.hub_period)
+        return min(self.refresh, self.hub_period)
 
     async def reachable(self) -> bool:
         """A TCP connect to the hub (no TLS, no payload): cheap on a metered link."""

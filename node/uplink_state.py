@@ -1,7 +1,8 @@
 """The uplink's files in the data dir: its settings, and what it spent and knows of the hub.
 
-- `uplink.json`: the hub's URL and the byte budget per day and per month (set by
-  `simpul node --hub URL --uplink-budget DAY[/MONTH]`, kept for later starts).
+- `uplink.json`: the hub's URL, the byte budget per day and per month and the uplink
+  lease (set by `simpul node --hub URL --uplink-budget DAY[/MONTH] --uplink-lease
+  SECONDS`, kept for later starts).
 - `uplink-state.json`: bytes spent today and this month (counted at the socket, both
   directions), when the hub was last reached, which node of the office uplinks, the
   uplink's state, and the hub frontier (what the hub is known to hold, learnt from the hub
@@ -30,6 +31,8 @@ STATE_FILE = "uplink-state.json"
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*", re.IGNORECASE)
 DAYS_PER_MONTH = 30
+LEASE_SECONDS = 30.0  # how long a node stands by after the uplink's term last rose
+LEASE_RANGE = (3.0, 3600.0)
 
 
 class UplinkConfigError(ValueError):
@@ -58,11 +61,25 @@ def check_hub_url(url: str) -> str:
     return f"https://{parts.netloc}"
 
 
+def check_lease(seconds: float) -> float:
+    low, high = LEASE_RANGE
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not low <= seconds <= high
+    ):
+        raise UplinkConfigError(
+            f"the uplink lease must be {low:g} to {high:g} seconds, not {seconds!r}"
+        )
+    return float(seconds)
+
+
 @dataclass
 class UplinkConfig:
     hub: str | None = None
     budget_day: int | None = None
     budget_month: int | None = None
+    lease_seconds: float = LEASE_SECONDS
 
 
 def load_config(data_dir: Path) -> UplinkConfig:
@@ -70,25 +87,31 @@ def load_config(data_dir: Path) -> UplinkConfig:
     if not path.exists():
         return UplinkConfig()
     try:
-        return UplinkConfig(**json.loads(path.read_text()))
+        config = UplinkConfig(**json.loads(path.read_text()))
+        check_lease(config.lease_seconds)
     except (ValueError, TypeError) as exc:
         raise UplinkConfigError(
             f"{path} is damaged ({exc}); remove it and start with --hub"
         ) from None
+    return config
 
 
 def save_config(data_dir: Path, config: UplinkConfig) -> None:
     write_public(data_dir / CONFIG_FILE, json.dumps(asdict(config), indent=1).encode())
 
 
-def configure(data_dir: Path, hub: str | None, budget: str | None) -> UplinkConfig:
+def configure(
+    data_dir: Path, hub: str | None, budget: str | None, lease: float | None = None
+) -> UplinkConfig:
     """The stored settings, updated with what was given on the command line."""
     config = load_config(data_dir)
     if hub is not None:
         config.hub = check_hub_url(hub)
     if budget is not None:
         config.budget_day, config.budget_month = parse_budget(budget)
-    if hub is not None or budget is not None:
+    if lease is not None:
+        config.lease_seconds = check_lease(lease)
+    if hub is not None or budget is not None or lease is not None:
         save_config(data_dir, config)
     return config
 

@@ -43,6 +43,23 @@ def test_node_refuses_a_hub_url_it_cannot_use(tmp_path: Path) -> None:
     assert "https://HOST:PORT" in started.stderr and "Traceback" not in started.stderr
 
 
+def test_node_refuses_an_uplink_lease_it_cannot_use(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    too_short = simpul_cli(
+        data_dir, "node", "--hub", "https://10.0.0.1:8443", "--uplink-lease", "1"
+    )
+    assert too_short.returncode == 2 and "--uplink-lease" in too_short.stderr
+    assert "Traceback" not in too_short.stderr
+    data_dir.mkdir()
+    (data_dir / "uplink.json").write_text(
+        '{"hub": "https://10.0.0.1:8443", "lease_seconds": "soon"}'
+    )
+    damaged = simpul_cli(data_dir, "node")
+    assert damaged.returncode == 1, damaged.stderr
+    assert "uplink.json is damaged" in damaged.stderr and "lease" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+
+
 async def test_budget_stops_the_uplink_then_everything_arrives_and_is_marked_delivered(
     tmp_path: Path, node_processes: list[NodeProcess]
 ) -> None:
@@ -60,8 +77,9 @@ async def test_budget_stops_the_uplink_then_everything_arrives_and_is_marked_del
     try:
         hub_url = f"https://127.0.0.1:{hub.port}"
         node = await start_node_process(
-            office, "--hub", hub_url, "--uplink-budget", f"{BUDGET}/1G", "--hub-period", "2"
-        )
+            office, "--hub", hub_url, "--uplink-budget", f"{BUDGET}/1G", "--hub-period", "2",
+            "--uplink-lease", "20",
+        )  # fmt: skip
         node_processes.append(node)
 
         async def stopped() -> bool:
@@ -80,7 +98,9 @@ async def test_budget_stops_the_uplink_then_everything_arrives_and_is_marked_del
         node.process.send_signal(signal.SIGTERM)
         await node.process.wait()
         again = await start_node_process(office, "--uplink-budget", "50M", "--hub-period", "2")
-        node_processes.append(again)  # the hub URL was kept in the data dir
+        node_processes.append(again)  # the hub URL and the lease were kept in the data dir
+        kept = json.loads((office / "uplink.json").read_text())
+        assert (kept["hub"], kept["lease_seconds"]) == (hub_url, 20)
 
         async def delivered() -> bool:
             return uplink_of(office)["still_to_send"] == 0

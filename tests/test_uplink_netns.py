@@ -6,7 +6,8 @@ spread over the LAN; nothing reaches the hub. The test then gives one node a lin
 whole office's records reach the hub through that node alone (the hub's own counters show
 sessions from it and from no other node), every node learns that the hub holds them, and
 households imported at the hub come back down and spread over the LAN. A second node gets
-a link, the uplink node is killed, and the second takes over within a minute.
+a link, the uplink node is killed, and the second takes over within a lease (the test
+sets `--uplink-lease` short, so it waits seconds, not the default 30 s, for the silence).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from test_lan_netns import SCOPE, HostNode, converged, start_node
 from test_lan_sync import eventually
 
 HUB_PORT, HUB_STATUS_PORT = 8443, 8472
+LEASE_SECONDS = 8  # --uplink-lease: the term rises every 8/3 s, a standby waits 8 s
 TAKEOVER_SECONDS = 60
 POOR_LINK = ("rate", "256kbit", "delay", "300ms", "loss", "5%")
 POOR_LINK_SECONDS = 300
@@ -73,7 +75,8 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     async def hub_facts() -> dict[str, Any]:
         return await hub_status(hub.status_port, upstream_spawn)
 
-    hub_args = ("--hub", f"https://{upstream.address}:{HUB_PORT}", "--hub-period", "3")
+    hub_args = ("--hub", f"https://{upstream.address}:{HUB_PORT}", "--hub-period", "3",
+                "--uplink-lease", str(LEASE_SECONDS))  # fmt: skip
     office = [
         await start_node(net, i, template, tmp_path, *hub_args)
         for i, template in enumerate(networks.office)
@@ -114,7 +117,7 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     assert total > len(made), imported.stdout
     await eventually(lambda: _all_hold(office, total), "the hub's households reach all three nodes")
 
-    # the uplink vanishes; a node with a link takes over within a minute
+    # the uplink vanishes; a node with a link takes over within a lease and a sync round
     net.link_upstream(spare.host)
     assert uplink.process is not None
     uplink.process.kill()
