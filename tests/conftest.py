@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 HOUSEHOLDS_PY = SHARED / "data" / "households.py"
 
+pytest_plugins = ["enrolled_dirs"]  # data dirs of certified nodes, made once per session
+
 
 def generate(count: int, fmt: str, seed: int = 13) -> str:
     """Output of the shared deterministic generator."""

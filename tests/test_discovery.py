@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Api, simpul_cli
+from enrolled_dirs import Networks
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
-from test_network_cli import create_network, enrol_by_file
 from zeroconf.asyncio import AsyncServiceInfo
 
 from simpul.crypto.node_key import NodeKey
@@ -183,28 +183,6 @@ async def test_only_peers_of_our_network_are_sync_candidates(
 
 
 # ----- real nodes on a namespace LAN ----------------------------------------------------------
-
-
-@dataclass
-class Networks:
-    """Data dirs made once per module: three nodes of one network and one of another."""
-
-    office: list[Path]
-    foreign: Path
-    network_id: str
-    foreign_network_id: str
-
-
-@pytest.fixture(scope="module")
-def networks(tmp_path_factory: pytest.TempPathFactory) -> Networks:
-    base = tmp_path_factory.mktemp("networks")
-    admin = base / "admin"
-    network_id = create_network(admin)["network_id"]
-    office = [admin] + [base / f"desa{i}" for i in (1, 2)]
-    for device in office[1:]:
-        enrol_by_file(admin, device, base)
-    foreign = base / "lain"
-    return Networks(office, foreign, network_id, create_network(foreign)["network_id"])
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import stored
 from conftest import make_token, simpul_cli
+from enrolled_dirs import Networks
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
-from test_discovery import Networks, networks  # noqa: F401  (provides the `networks` fixture)
 from test_lan_sync import eventually
 
 from simpul.crypto.node_key import NodeKey
@@ -127,7 +127,7 @@ def peers_of(node: HostNode) -> dict[str, dict[str, Any]]:
 @pytest.mark.netns
 async def test_nodes_found_by_mdns_converge_across_a_cut_and_ignore_another_network(
     lan: Callable[[int], Lan],
-    networks: Networks,  # noqa: F811
+    networks: Networks,
     tmp_path: Path,
     households_jsonl: list[dict[str, Any]],
 ) -> None:

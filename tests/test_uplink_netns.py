@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 from conftest import generate, simpul_cli
+from enrolled_dirs import Networks
 from hub_processes import HubProcess, Spawn, admit_hub, hub_status, start_hub, uplink_of
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
-from test_discovery import Networks, networks  # noqa: F401  (provides the `networks` fixture)
 from test_lan_netns import SCOPE, HostNode, converged, start_node
 from test_lan_sync import eventually
 
@@ -43,6 +43,12 @@ def spawn_upstream(net: Lan) -> Spawn:
     upstream = net.upstream
     assert upstream is not None
     return functools.partial(net.spawn_in, upstream.namespace)
+
+
+def office_templates(networks: Networks, tmp_path: Path) -> list[Path]:
+    """The office's data dirs, the admin's copied first: admitting the hub changes it."""
+    admin, *others = networks.office
+    return [shutil.copytree(admin, tmp_path / "admin"), *others]
 
 
 async def hub_upstream(
@@ -62,13 +68,14 @@ async def hub_upstream(
 @pytest.mark.netns
 async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
     lan: Callable[[int], Lan],
-    networks: Networks,  # noqa: F811
+    networks: Networks,
     tmp_path: Path,
     households_jsonl: list[dict[str, Any]],
 ) -> None:
     net = lan(3)
     hub_dir = tmp_path / "hub"
-    hub, upstream_spawn = await hub_upstream(net, networks.office[0], hub_dir, tmp_path)
+    templates = office_templates(networks, tmp_path)
+    hub, upstream_spawn = await hub_upstream(net, templates[0], hub_dir, tmp_path)
     assert net.upstream is not None
     upstream = net.upstream
 
@@ -79,7 +86,7 @@ async def test_office_reaches_the_hub_through_one_node_and_another_takes_over(
                 "--uplink-lease", str(LEASE_SECONDS))  # fmt: skip
     office = [
         await start_node(net, i, template, tmp_path, *hub_args)
-        for i, template in enumerate(networks.office)
+        for i, template in enumerate(templates)
     ]
     households = iter(h for h in households_jsonl if h["kode_wilayah"].startswith(SCOPE))
     made: set[str] = set()
@@ -155,20 +162,19 @@ def slow_down(namespace: str, interface: str) -> None:
 @pytest.mark.slow
 async def test_poor_link_delivers_households_and_the_budget_stops_the_uplink(
     lan: Callable[[int], Lan],
-    networks: Networks,  # noqa: F811
+    networks: Networks,
     tmp_path: Path,
 ) -> None:
     if shutil.which("tc") is None:
         pytest.skip("tc (iproute2) is not installed")
     net = lan(1)
-    hub, upstream_spawn = await hub_upstream(net, networks.office[0], tmp_path / "hub", tmp_path)
+    office = office_templates(networks, tmp_path)[0]
+    hub, upstream_spawn = await hub_upstream(net, office, tmp_path / "hub", tmp_path)
     assert net.upstream is not None
     upstream = net.upstream
     net.link_upstream(0)
     slow_down(net.hosts[0].namespace, "wan0")
     slow_down(upstream.namespace, "w0")
-    office = tmp_path / "office-template"
-    shutil.copytree(networks.office[0], office)
     households = tmp_path / "households.csv"
     households.write_text(generate(2100, "csv", seed=31))  # about half in the scope 1709
     imported = simpul_cli(office, "import", "--json", str(households))

@@ -14,7 +14,6 @@ from usb_nodes import (
     approve,
     drive_files,
     import_households,
-    office_and_village,
     personal_fields,
     usb_sync,
 )
@@ -31,8 +30,10 @@ def record_status(data_dir: Path, record_id: str) -> str:
     return status
 
 
-async def test_drive_goes_village_office_village_and_both_converge(tmp_path: Path) -> None:
-    office, village = office_and_village(tmp_path)
+async def test_drive_goes_village_office_village_and_both_converge(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    office, village = office_village
     csv_text = import_households(village, 80)
     drive = tmp_path / "flashdisk"
     drive.mkdir()
@@ -74,8 +75,10 @@ async def test_drive_goes_village_office_village_and_both_converge(tmp_path: Pat
     assert leaked == []
 
 
-def test_two_drives_with_overlapping_data_both_import_cleanly(tmp_path: Path) -> None:
-    office, village = office_and_village(tmp_path)
+def test_two_drives_with_overlapping_data_both_import_cleanly(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    office, village = office_village
     first, second = tmp_path / "stick-a", tmp_path / "stick-b"
     first.mkdir()
     second.mkdir()
@@ -96,8 +99,10 @@ def test_two_drives_with_overlapping_data_both_import_cleanly(tmp_path: Path) ->
     assert simpul_cli(office, "verify").returncode == 0
 
 
-def test_a_drive_file_written_by_a_revoked_node_is_refused(tmp_path: Path) -> None:
-    office, lost = office_and_village(tmp_path)  # the village laptop gets lost
+def test_a_drive_file_written_by_a_revoked_node_is_refused(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    office, lost = office_village  # the village laptop gets lost
     lost_id = json.loads(simpul_cli(lost, "status", "--json").stdout)["node_id"]
     import_households(lost, 30)
     revoked = simpul_cli(
@@ -118,8 +123,10 @@ def test_a_drive_file_written_by_a_revoked_node_is_refused(tmp_path: Path) -> No
     assert "revoked-writer" in shown.stderr and shown.returncode == 0
 
 
-def test_inspect_lists_a_drive_without_the_key(tmp_path: Path) -> None:
-    _, village = office_and_village(tmp_path)
+def test_inspect_lists_a_drive_without_the_key(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    _, village = office_village
     import_households(village, 20)
     drive = tmp_path / "flashdisk"
     drive.mkdir()
@@ -142,8 +149,10 @@ def test_inspect_lists_a_drive_without_the_key(tmp_path: Path) -> None:
     assert "Traceback" not in refused.stderr
 
 
-def test_compact_rewrites_the_drive_as_one_file(tmp_path: Path) -> None:
-    office, village = office_and_village(tmp_path)
+def test_compact_rewrites_the_drive_as_one_file(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    office, village = office_village
     drive = tmp_path / "flashdisk"
     drive.mkdir()
     for seed in (13, 14, 15):
@@ -163,8 +172,10 @@ def test_compact_rewrites_the_drive_as_one_file(tmp_path: Path) -> None:
     assert heads(office) == heads(village)
 
 
-async def test_a_large_transfer_is_cut_into_files_that_each_verify(tmp_path: Path) -> None:
-    office, village = office_and_village(tmp_path)
+async def test_a_large_transfer_is_cut_into_files_that_each_verify(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    office, village = office_village
     import_households(village, 30)
     await approve(village, 3)  # four transactions: the import and three edits
     drive = tmp_path / "flashdisk"

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 from conftest import simpul_cli
-from usb_nodes import drive_files, import_households, office_and_village, small_drive, usb_sync
+from enrolled_dirs import copy_pair
+from usb_nodes import (
+    drive_files,
+    import_households,
+    small_drive,
+    usb_sync,
+)
 
 from simpul.crypto.node_key import verify_signature
 from simpul.crypto.sealed_segments import SealedLayout
@@ -28,11 +34,13 @@ SINGLE_EDITS = 60  # one checkpoint each, so a cut file still holds whole chunks
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def written(
+    tmp_path_factory: pytest.TempPathFactory, enrolled_pair: tuple[Path, Path]
+) -> dict[str, Any]:
     """An office that has not met the village yet, and one drive file the village wrote
     holding one large import and many small edits (several segments, many chunks)."""
     base = tmp_path_factory.mktemp("usb-damage")
-    office, village = office_and_village(base)
+    office, village = copy_pair(enrolled_pair, base)
     import_households(village, 300)
 
     async def edit() -> None:
@@ -138,8 +146,10 @@ async def test_a_flipped_byte_in_each_region_is_reported_and_nothing_bad_importe
     assert {"corrupted", "unreadable", "bad-signature"} <= seen
 
 
-async def test_a_drive_that_fills_up_keeps_its_previous_state(tmp_path: Path) -> None:
-    office, village = office_and_village(tmp_path)
+async def test_a_drive_that_fills_up_keeps_its_previous_state(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    office, village = office_village
     import_households(village, 100)
     with small_drive(tmp_path / "stick", "160k") as drive:
         first = usb_sync(village, drive, "--keep-free", "0")

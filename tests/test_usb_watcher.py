@@ -11,7 +11,12 @@ import aiohttp
 import pytest
 from conftest import Api, NodeProcess, make_token, simpul_cli, start_node_process
 from test_lan_sync import eventually
-from usb_nodes import drive_files, import_households, office_and_village, small_drive, usb_sync
+from usb_nodes import (
+    drive_files,
+    import_households,
+    small_drive,
+    usb_sync,
+)
 
 
 async def usb_state(api: Api) -> dict:
@@ -21,9 +26,12 @@ async def usb_state(api: Api) -> dict:
 
 
 async def test_node_syncs_a_plugged_drive_and_an_empty_one_the_operator_chooses(
-    tmp_path: Path, node_processes: list[NodeProcess], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    office_village: tuple[Path, Path],
+    node_processes: list[NodeProcess],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    office, village = office_and_village(tmp_path)
+    office, village = office_village
     import_households(village, 30)
     media = tmp_path / "media"
     media.mkdir()

@@ -1,5 +1,6 @@
-"""Test helpers for the USB carrier: an office and a village node of one network that never
-meet on a network, the records they hold, and `simpul usb sync` run as a process."""
+"""Test helpers for the USB carrier: the records an office and a village node of one network
+hold (the nodes: `office_village` in enrolled_dirs.py), and `simpul usb sync` run as a
+process."""
 
 from __future__ import annotations
 
@@ -15,18 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import generate, simpul_cli
-from test_network_cli import create_network, enrol_by_file
 
 from simpul.node.runtime import open_node
-
-
-def office_and_village(base: Path, scope: str = "1709") -> tuple[Path, Path]:
-    """The office node (it made the network, it holds the root) and a village node it
-    enrolled by file: both certified, never connected."""
-    office, village = base / "kantor", base / "desa"
-    create_network(office)
-    enrol_by_file(office, village, base, scope=scope)
-    return office, village
 
 
 def import_households(data_dir: Path, count: int, seed: int = 13) -> str:
