@@ -5,6 +5,7 @@ nothing restored. (Restoring into a running network and syncing: test_operations
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -43,16 +44,22 @@ def feeds(data_dir: Path) -> dict[str, int]:
         return {origin.hex(): seq for origin, seq in conn.execute("SELECT origin, seq FROM feeds")}
 
 
-@pytest.fixture
-def office(tmp_path: Path) -> Path:
-    """An admin's node in a network, with 300 imported households
-    and one edit."""
-    data_dir = tmp_path / "office"
+@pytest.fixture(scope="module")
+def office_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An admin's node in a network, with 300 imported households; made once, copied."""
+    base = tmp_path_factory.mktemp("backup-office")
+    data_dir = base / "office"
     create_network(data_dir)
-    csv_file = tmp_path / "h.csv"
+    csv_file = base / "h.csv"
     csv_file.write_text(generate(300, "csv"))
     assert simpul_cli(data_dir, "import", str(csv_file)).returncode == 0
     return data_dir
+
+
+@pytest.fixture
+def office(office_template: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the office node (tmp_path/office)."""
+    return shutil.copytree(office_template, tmp_path / "office")
 
 
 def test_restore_gives_identical_records_under_a_new_identity(office: Path, tmp_path: Path) -> None:

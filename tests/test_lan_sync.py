@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from conftest import NodeProcess, generate, make_token, simpul_cli, start_node_process
-from test_network_cli import PASSPHRASE, create_network, enrol_by_file
+from enrolled_dirs import Networks
+from test_network_cli import PASSPHRASE
 
+from simpul.crypto.node_key import NodeKey
 from simpul.crypto.revocation import RevocationList
 
 SYNC_PERIOD = "2"
@@ -44,18 +47,18 @@ class Client:
         return {r["id"]: r["_meta"]["heads"] for r in listing["items"]}
 
 
-async def two_synced_nodes(tmp_path: Path, node_processes: list) -> tuple[Path, Path, str, str]:
-    admin, desa = tmp_path / "admin", tmp_path / "desa"
-    create_network(admin)
-    enrol_by_file(admin, desa, tmp_path)
+async def two_synced_nodes(pair: tuple[Path, Path]) -> tuple[Path, Path, str, str]:
+    """The office that made the network and a village it enrolled (`office_village`),
+    each with an admin token."""
+    admin, desa = pair
     tokens = (await make_token(admin), await make_token(desa))
     return admin, desa, *tokens
 
 
 async def test_two_nodes_converge_and_merge_concurrent_edits(
-    tmp_path: Path, node_processes: list[NodeProcess], households_jsonl: list
+    office_village: tuple[Path, Path], node_processes: list[NodeProcess], households_jsonl: list
 ) -> None:
-    admin, desa, admin_token, desa_token = await two_synced_nodes(tmp_path, node_processes)
+    admin, desa, admin_token, desa_token = await two_synced_nodes(office_village)
     a = await start_node_process(admin, "--sync-period", SYNC_PERIOD)
     b = await start_node_process(desa, "--sync-period", SYNC_PERIOD)
     node_processes += [a, b]
@@ -108,9 +111,9 @@ def entries_held(data_dir: Path) -> int:
 
 
 async def test_node_killed_mid_session_resumes_without_loss(
-    tmp_path: Path, node_processes: list[NodeProcess]
+    tmp_path: Path, office_village: tuple[Path, Path], node_processes: list[NodeProcess]
 ) -> None:
-    admin, desa, *_ = await two_synced_nodes(tmp_path, node_processes)
+    admin, desa, *_ = await two_synced_nodes(office_village)
     csv_file = tmp_path / "h.csv"
     csv_file.write_text(generate(8000, "csv"))
     assert simpul_cli(admin, "import", str(csv_file)).returncode == 0
@@ -153,12 +156,13 @@ def revocation_number(data_dir: Path) -> int:
 
 
 async def test_revocation_and_new_data_key_travel_with_sync(
-    tmp_path: Path, node_processes: list[NodeProcess], households_jsonl: list
+    tmp_path: Path, networks: Networks, node_processes: list[NodeProcess], households_jsonl: list
 ) -> None:
-    admin, kept, lost = tmp_path / "admin", tmp_path / "kept", tmp_path / "lost"
-    create_network(admin)
-    enrol_by_file(admin, kept, tmp_path)
-    lost_id = enrol_by_file(admin, lost, tmp_path)["node_id"]
+    admin, kept, lost = (
+        shutil.copytree(template, tmp_path / name)
+        for template, name in zip(networks.office, ("admin", "kept", "lost"), strict=True)
+    )
+    lost_id = NodeKey.load(lost / "node.key").node_id_hex
     a, k, x = [
         await start_node_process(d, "--sync-period", SYNC_PERIOD) for d in (admin, kept, lost)
     ]

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conftest import NodeProcess, generate, simpul_cli, start_node_process
 
 from simpul.crypto.node_certificate import NodeCertificate
 from simpul.crypto.node_key import NodeKey
+
+if TYPE_CHECKING:  # enrolled_dirs makes its data dirs with this module's helpers
+    from enrolled_dirs import Networks
 
 PASSPHRASE = "kata sandi yang panjang\n"
 
@@ -121,11 +126,12 @@ def test_wrong_passphrase_and_moved_root_key(tmp_path: Path) -> None:
     assert simpul_cli(admin, *admit, "--passphrase-stdin", stdin=PASSPHRASE).returncode == 0
 
 
-def test_revoke_rotates_data_key_for_remaining_nodes_only(tmp_path: Path) -> None:
-    admin = tmp_path / "admin"
-    create_network(admin)
-    kept = enrol_by_file(admin, tmp_path / "kept", tmp_path)
-    lost = enrol_by_file(admin, tmp_path / "lost", tmp_path)
+def test_revoke_rotates_data_key_for_remaining_nodes_only(
+    tmp_path: Path, networks: Networks
+) -> None:
+    template, *enrolled = networks.office  # the admin enrolled two devices by file
+    admin = shutil.copytree(template, tmp_path / "admin")
+    kept, lost = ({"node_id": NodeKey.load(d / "node.key").node_id_hex} for d in enrolled)
     result = simpul_cli(
         admin, "network", "revoke", lost["node_id"], "--reason", "laptop hilang",
         "--passphrase-stdin", stdin=PASSPHRASE,
@@ -187,10 +193,10 @@ async def test_lan_enrollment_needs_the_code_shown_on_the_device(
     assert status(device)["network_id"] == network_id
 
 
-def test_member_node_refuses_local_writes_outside_its_scope(tmp_path: Path) -> None:
-    admin, device = tmp_path / "admin", tmp_path / "desa"
-    create_network(admin)
-    enrol_by_file(admin, device, tmp_path, scope="1709")
+def test_member_node_refuses_local_writes_outside_its_scope(
+    tmp_path: Path, office_village: tuple[Path, Path]
+) -> None:
+    _, device = office_village  # enrolled with the scope 1709
     csv_file = tmp_path / "h.csv"
     csv_file.write_text(generate(40, "csv"))
     result = simpul_cli(device, "import", str(csv_file), "--json")
