@@ -19,16 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from simpul.node import uplink_state
 from simpul.node.clock_floor import TOLERANCE_MS, ClockBehind
 from simpul.node.delivery import mark_delivered
-from simpul.node.membership import load_membership
-from simpul.node.peers import PeerTable
+from simpul.node.node_status import status_of
 from simpul.node.runtime import Node
-from simpul.node.usb_status import read_status
 from simpul.node.usb_watcher import UsbWatcher
 from simpul.sync.conflicts import UnknownField, field_name, parse_field
-from simpul.sync.engine import OpenTrust, SyncEngine
 from simpul.sync.household import (
     FieldError,
     ValidationError,
@@ -372,34 +368,6 @@ async def node_status(request: web.Request) -> web.Response:
     if watcher is not None:
         facts["usb"] = {**(facts["usb"] or {}), "empty_drives": watcher.empty_drives()}
     return web.json_response(facts)
-
-
-async def status_of(node: Node) -> dict[str, Any]:
-    """The facts `simpul status` and `GET /api/v1/status` show."""
-    counts = await node.records.counts()
-    membership = load_membership(node.data_dir)
-    network: dict[str, Any] = {"network_id": None, "role": None, "scope": None, "expires": None}
-    if membership is not None:
-        cert = membership.certificate
-        network = {
-            "network_id": membership.network_id,
-            "name": cert.name,
-            "role": cert.role,
-            "scope": list(cert.scope),
-            "expires": cert.not_after.isoformat(),
-        }
-    peers = [peer.to_json() for peer in await PeerTable(node.db).list_all()]
-    sync = await SyncEngine(node.db, node.key.node_id, OpenTrust()).status()
-    return {
-        "node_id": node.node_id,
-        **network,
-        **counts,
-        "pending": sync.pending,
-        "frontier": {origin.hex(): seq for origin, seq in sync.frontier.items()},
-        "peers": peers,
-        "usb": read_status(node.data_dir),
-        "uplink": uplink_state.facts(node.data_dir, sync.frontier),
-    }
 
 
 async def healthz(request: web.Request) -> web.Response:

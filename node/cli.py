@@ -18,7 +18,6 @@ import click
 
 from simpul.crypto.node_key import verify_signature
 from simpul.node import uplink_state
-from simpul.node.api import status_of
 from simpul.node.cli_appliance import backup, doctor, restore
 from simpul.node.cli_hub import hub
 from simpul.node.cli_network import enroll, network
@@ -26,8 +25,8 @@ from simpul.node.cli_peers import peer, peers, when
 from simpul.node.cli_support import echo_rejections, parse_listen, read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
+from simpul.node.node_status import status_of
 from simpul.node.runtime import default_data_dir, open_node, prepare_data_dir
-from simpul.node.server import serve
 from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
 from simpul.sync.operators import ROLES
 
@@ -141,6 +140,8 @@ def node(
         sync = f" (LAN sync on port {lan_port})" if lan_port else " (LAN sync off: no network)"
         click.echo(f"Simpul node running at {url}{sync}", nl=True)
         sys.stdout.flush()
+
+    from simpul.node.server import serve  # the web stack, loaded only by the command that serves
 
     usb = list(usb_roots)
     run(serve(data_dir, host, port, ready, sync_port, sync_period, usb, uplink, hub_period))

@@ -20,7 +20,6 @@ from simpul.crypto.enrollment import Grant
 from simpul.node import hub_networks
 from simpul.node.cli_network import node_key
 from simpul.node.cli_support import echo_rejections, guarded, parse_listen, run
-from simpul.node.hub import serve_hub
 from simpul.node.importer import import_csv
 from simpul.node.runtime import open_node
 
@@ -53,6 +52,8 @@ def hub(ctx: click.Context, listen: str, status_listen: str) -> None:
         host = parse_listen(listen)[0]
         click.echo(f"Simpul hub listening on {host}:{port} (status on port {status_port})")
         sys.stdout.flush()
+
+    from simpul.node.hub import serve_hub  # the web stack, loaded only by the command that serves
 
     run(serve_hub(data_dir, parse_listen(listen), parse_listen(status_listen), ready))
 

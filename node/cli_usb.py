@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from simpul.crypto.node_certificate import CertificateRejected, NodeCertificate
 from simpul.node.cli_support import run
 from simpul.node.runtime import open_node
-from simpul.node.usb_carrier import UsbReport
 from simpul.node.usb_drive import DEFAULT_KEEP_FREE, Drive
 from simpul.node.usb_status import tracked_sync
 from simpul.sync.drive_file import DriveFileError, parse_drive_file
+
+if TYPE_CHECKING:
+    from simpul.node.usb_carrier import UsbReport
 
 DRIVE = click.Path(file_okay=False, path_type=Path)
 

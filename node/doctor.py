@@ -32,8 +32,7 @@ from simpul.node.membership import (
     MembershipError,
     load_membership,
 )
-from simpul.node.runtime import DB_FILE, KEY_FILE, open_node
-from simpul.node.server import DISCOVERY_ENV
+from simpul.node.runtime import DB_FILE, DISCOVERY_ENV, KEY_FILE, open_node
 from simpul.sync.feed import FeedError
 from simpul.sync.migrations import SCHEMA_VERSION
 

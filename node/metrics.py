@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from simpul.node.api import NODE_KEY, error, status_of
+from simpul.node.api import NODE_KEY, error
+from simpul.node.node_status import status_of
 from simpul.node.sync_counters import SyncCounters
 
 log = logging.getLogger(__name__)

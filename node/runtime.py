@@ -21,6 +21,7 @@ from simpul.sync.operators import Operators
 from simpul.sync.store import RecordStore
 
 DATA_DIR_ENV = "SIMPUL_DATA_DIR"
+DISCOVERY_ENV = "SIMPUL_DISCOVERY"  # "off": no LAN announcements (tests, the hub role)
 KEY_FILE = "node.key"
 DB_FILE = "simpul.db"
 

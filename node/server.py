@@ -20,7 +20,7 @@ from simpul.node.lan_sync import LanSync
 from simpul.node.membership import load_membership
 from simpul.node.metrics import add_metrics_routes
 from simpul.node.peers import Peer, PeerTable
-from simpul.node.runtime import Node, open_node
+from simpul.node.runtime import DISCOVERY_ENV, Node, open_node
 from simpul.node.systemd_notify import Notifier
 from simpul.node.uplink_state import UplinkConfig
 from simpul.node.usb_api import add_usb_routes
@@ -31,8 +31,6 @@ from simpul.node.web_dashboard import add_dashboard_routes
 from simpul.node.web_households import add_household_routes
 
 log = logging.getLogger(__name__)
-
-DISCOVERY_ENV = "SIMPUL_DISCOVERY"  # "off": no LAN announcements (tests, the hub role)
 
 
 def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:

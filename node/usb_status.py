@@ -15,14 +15,16 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simpul.node.membership import write_public
 from simpul.node.runtime import Node
 from simpul.node.sync_counters import FAILED as FAILED_SESSION
 from simpul.node.sync_counters import OK
-from simpul.node.usb_carrier import UsbReport, sync_drive
 from simpul.sync.store import now_ms
+
+if TYPE_CHECKING:
+    from simpul.node.usb_carrier import UsbReport
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ def exclusive(data_dir: Path) -> Iterator[None]:
 
 async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
     """`sync_drive` with the lock held and its progress and outcome in the status file."""
+    # loaded here, not above: `simpul status` reads this module and need not load the
+    # sync sessions' web stack (aiohttp, a third of a second at every start)
+    from simpul.node.usb_carrier import sync_drive
+
     with exclusive(node.data_dir):
         facts: dict[str, Any] = {"state": "berjalan", "drive": str(path), "started_ms": now_ms()}
 

@@ -36,7 +36,7 @@ from simpul.node.discovery import (
     parse_announcement,
 )
 from simpul.node.peers import DISCOVERED, FAILED, FOREIGN, SYNCED, Peer, PeerTable, now_ms
-from simpul.node.server import DISCOVERY_ENV
+from simpul.node.runtime import DISCOVERY_ENV
 from simpul.sync.database import Database
 
 WAIT_SECONDS = 30

@@ -31,7 +31,7 @@ from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
 from test_lan_sync import eventually
 
 from simpul.crypto.node_key import NodeKey
-from simpul.node.server import DISCOVERY_ENV
+from simpul.node.runtime import DISCOVERY_ENV
 
 HTTP_PORT, SYNC_PORT = 8470, 8471
 SYNC_PERIOD = "5"
