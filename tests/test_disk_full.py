@@ -27,7 +27,7 @@ def grow(disk: Path) -> None:
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
 
 
-async def households(count: int = HOUSEHOLDS) -> list[dict]:
+def households(count: int = HOUSEHOLDS) -> list[dict]:
     return [json.loads(line) for line in generate(count, "jsonl").splitlines()]
 
 
@@ -49,7 +49,7 @@ async def test_a_pull_into_a_full_disk_keeps_whole_chunks_and_catches_up(
     tmp_path: Path, network: Network
 ) -> None:
     office = await network.node(["1709", "1702"])
-    for household in await households():
+    for household in households():
         await office.records.create(household, "ani")
     with small_drive(tmp_path / "small", SMALL) as disk:
         village = await network.node(["1709", "1702"], home=disk)
@@ -69,7 +69,7 @@ async def test_a_push_to_a_full_peer_is_refused_as_no_room_and_lands_later(
     tmp_path: Path, network: Network
 ) -> None:
     village = await network.node(["1709", "1702"])
-    for household in await households():
+    for household in households():
         await village.records.create(household, "budi")
     with small_drive(tmp_path / "small", SMALL) as disk:
         office = await network.node(["1709", "1702"], home=disk)
