@@ -44,6 +44,8 @@ from simpul.crypto.revocation import (
     empty_revocation_list,
     issue_revocation_list,
 )
+from simpul.sync.database import DB_FILE
+from simpul.sync.scope_census import describe, held_outside
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +157,27 @@ def _refuse_if_member(data_dir: Path) -> None:
         )
 
 
+def _refuse_records_outside(data_dir: Path, scope: list[str], wider: str) -> None:
+    """Refuse to join while this node holds households outside the scope it would get:
+    no peer could accept them (`wider`: how to get a scope that covers them)."""
+    outside = held_outside(data_dir / DB_FILE, scope)
+    if outside:
+        raise MembershipError(
+            f"this node holds {describe(outside)} outside the scope {', '.join(scope)}: "
+            f"no other node of the network could accept them. Either {wider}, or export "
+            "them first ('simpul export --out FILE'), move this data dir aside, join with "
+            "an empty one and import FILE there (rows outside the scope are refused row by row)"
+        )
+
+
 def create(
     data_dir: Path, node_key: NodeKey, name: str, scope: list[str], node_name: str, passphrase: str
 ) -> Membership:
     """Make a new network with this node as its first member (role office, full scope)."""
     _refuse_if_member(data_dir)
+    _refuse_records_outside(
+        data_dir, scope, "create the network with a --scope that covers them too"
+    )
     root = create_network(name, scope)
     root.save(network_dir(data_dir) / ROOT_KEY, passphrase)
     node_cert = issue_node_certificate(root, node_key.public_bytes, node_name, "office", scope)
@@ -175,6 +193,7 @@ def rejoin(data_dir: Path, node_key: NodeKey, node_name: str, passphrase: str) -
     after `simpul restore`, which gives a node a new identity (decision 0009)."""
     _refuse_if_member(data_dir)
     root = unlock_root(data_dir, passphrase)
+    _refuse_records_outside(data_dir, list(root.scope), "use the data dir of another admin device")
     folder = network_dir(data_dir)
     try:
         revocations = RevocationList.parse((folder / REVOCATIONS).read_bytes())
@@ -276,6 +295,11 @@ def install_grant(
     key, since it keeps each network it serves in a folder of its own)."""
     _refuse_if_member(data_dir)
     certificate, data_key = grant.accept(node_key, exchange or exchange_key(data_dir))
+    _refuse_records_outside(
+        data_dir,
+        list(certificate.scope),
+        "ask the admin for a grant with a --scope that covers them ('simpul network admit')",
+    )
     log.info("enroll install network_id=%s node_id=%s", grant.network_id, certificate.node_id)
     return _install(
         data_dir, grant.root_certificate, certificate.pem, grant.revocations, [data_key]

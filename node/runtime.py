@@ -16,14 +16,13 @@ from simpul.crypto.node_key import NodeKey
 from simpul.node.clock_floor import ClockFloor, load_floor, release_floor
 from simpul.node.membership import load_membership
 from simpul.node.sync_counters import SyncCounters
-from simpul.sync.database import Database
+from simpul.sync.database import DB_FILE, Database
 from simpul.sync.operators import Operators
 from simpul.sync.store import RecordStore
 
 DATA_DIR_ENV = "SIMPUL_DATA_DIR"
 DISCOVERY_ENV = "SIMPUL_DISCOVERY"  # "off": no LAN announcements (tests, the hub role)
 KEY_FILE = "node.key"
-DB_FILE = "simpul.db"
 
 
 def default_data_dir() -> Path:

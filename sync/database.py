@@ -27,6 +27,7 @@ from simpul.sync.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 
 log = logging.getLogger(__name__)
 
+DB_FILE = "simpul.db"  # a node's database, in its data dir
 BUSY_TIMEOUT_MS = 30_000
 # Python's default is 5 ms: during a sync the SQLite thread waited that long for the lock
 # after each statement while the event loop applied the next chunk (W1 12 s -> 9 s).
@@ -92,6 +93,7 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        self._after_commit: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -122,10 +124,12 @@ class Database:
         rolled back: the store keeps what it had before it."""
         async with self._lock:
             await self._writer.execute("BEGIN IMMEDIATE")
+            self._after_commit = []
             try:
                 yield self._writer
                 await self._writer.execute("COMMIT")
             except BaseException as exc:
+                self._after_commit = []
                 if self._writer.in_transaction:  # SQLite may have rolled back already
                     await self._writer.execute("ROLLBACK")
                 if _disk_full(exc):
@@ -136,6 +140,14 @@ class Database:
                         "shows how much is left) and try again"
                     ) from exc
                 raise
+            hooks, self._after_commit = self._after_commit, []
+        for hook in hooks:
+            hook()
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Call `hook` once the write transaction now open has committed (never if it
+        rolls back): what reacts to a write only ever sees committed data."""
+        self._after_commit.append(hook)
 
     @property
     def reader(self) -> aiosqlite.Connection:

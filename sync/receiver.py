@@ -1,10 +1,15 @@
 """The receiving side of sync: verify what a peer sent, apply it, commit it in batches.
 
 A `Receiver` takes decoded bundle frames in stream order. Entries wait, per origin, for
-the checkpoint that covers them; each such chunk must continue the feed this node holds,
-verify against the origin's key (judged by the trust policy) and stay inside its write
-scope, or it is refused whole with a reason. Entries whose Automerge dependencies have
-not arrived are stored as pending and applied once a later chunk brings them.
+the checkpoint that covers them; each such chunk must continue the feed this node holds
+and verify against the origin's key (judged by the trust policy), or it is refused whole
+with a reason: only what fails verification (chain, signature, format, an unknown origin)
+refuses a chunk. An entry that verifies but which the policy refuses (outside its origin's
+write scope, covered by a checkpoint signed after the origin's revocation, a change of
+another actor, or one that depends on such an entry) is *held*: stored in the feed with
+its reason, never applied, so the origin's chain and frontier move on and every later
+entry still applies (decision 0020). Entries whose Automerge dependencies have not arrived
+are stored as pending and applied once a later chunk brings them.
 
 Speed comes from a pipeline. Chunks are verified and applied to their documents in
 memory (the CPU part: Automerge and views) against the committed store plus what this
@@ -33,7 +38,7 @@ from simpul.crypto.node_key import verify_signature
 from simpul.sync.bulk_write import RecordRows, insert_entries, write_record_rows
 from simpul.sync.bundle import Certificate, Entries, Frame, Hello
 from simpul.sync.database import on_thread
-from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, verify_chain
+from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, change_hash, verify_chain
 from simpul.sync.frontier import Frontier
 from simpul.sync.ids import record_id_text
 from simpul.sync.record_doc import RecordDoc, RecordDocError
@@ -56,6 +61,10 @@ ORIGIN_KEY_SQL = (
     "SELECT f.public_key, c.certificate FROM feeds f"
     " LEFT JOIN origin_certificates c USING (origin) WHERE f.origin = ?"
 )
+REFUSED_SQL = (
+    "SELECT e.change FROM pending_entries p JOIN entries e USING (origin, seq)"
+    " WHERE p.refusal IS NOT NULL"
+)
 WAITING_SQL = (
     "SELECT p.origin, p.seq, p.record_id, e.change FROM pending_entries p"
     " JOIN entries e USING (origin, seq) WHERE p.refusal IS NULL ORDER BY p.origin, p.seq"
@@ -68,13 +77,16 @@ Held = tuple[bytes, str]  # bytes that load to a record's document, and its regi
 @dataclass(frozen=True)
 class Refused:
     """Entries not accepted: from `seq` on, `count` of them, for `reason` (a short key such
-    as `chain`, `scope`, `untrusted`, `gap`), with a human `detail`."""
+    as `chain`, `scope`, `untrusted`, `gap`), with a human `detail`. `held` entries verified
+    and are kept in the feed (the frontier moves past them) but never applied; the others
+    were not stored at all."""
 
     origin: bytes
     seq: int
     reason: str
     detail: str
     count: int = 1
+    held: bool = False
 
 
 @dataclass
@@ -121,15 +133,22 @@ class _OutOfBounds(Exception):
         self.detail = detail
 
 
-def change_actor(raw_change: bytes) -> bytes:
-    """The actor id of a raw Automerge change chunk (after its deps in the chunk header)."""
+def change_header(raw_change: bytes) -> tuple[list[bytes], bytes]:
+    """The dependency hashes and the actor id of a raw Automerge change chunk (([], b"")
+    when the header cannot be read)."""
     try:
         _, pos = decode_varint(raw_change, 9)  # magic, checksum, chunk type, then length
-        deps, pos = decode_varint(raw_change, pos)
-        size, pos = decode_varint(raw_change, pos + 32 * deps)
+        count, pos = decode_varint(raw_change, pos)
+        deps = [raw_change[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count)]
+        size, pos = decode_varint(raw_change, pos + 32 * count)
     except VarintError:
-        return b""
-    return raw_change[pos : pos + size]
+        return [], b""
+    return deps, raw_change[pos : pos + size]
+
+
+def change_actor(raw_change: bytes) -> bytes:
+    """The actor id of a raw Automerge change chunk (after its deps in the chunk header)."""
+    return change_header(raw_change)[1]
 
 
 def _kode(doc: RecordDoc) -> str:
@@ -170,6 +189,7 @@ class _Batch:
     pending: list[tuple[bytes, int, bytes]] = field(default_factory=list)
     unpended: list[tuple[bytes, int]] = field(default_factory=list)
     spoiled: list[tuple[str, bytes, int]] = field(default_factory=list)  # pending refused
+    held: list[tuple[bytes, int, bytes, str]] = field(default_factory=list)  # refused, kept
     rows: dict[bytes, RecordRows] = field(default_factory=dict)  # each changed record's rows
     report: IngestReport = field(default_factory=IngestReport)
 
@@ -189,6 +209,8 @@ class _View:
         self.owner: dict[bytes, _Batch] = {}  # record -> the batch that last changed it
         self.waiting: list[Entry] | None = None  # pending entries, loaded on first need
         self.ahead: dict[bytes, Held | None] = {}  # stored documents read ahead, one call long
+        self.refused: set[bytes] | None = None  # hashes of held changes, loaded on first need
+        self.held: set[bytes] = set()  # hashes of changes this receiver's batches held
 
     async def head(self, origin: bytes) -> Head:
         if origin not in self.heads:
@@ -204,18 +226,30 @@ class _View:
                 self.waiting = [Entry(*row) async for row in cursor]
         return self.waiting
 
+    async def refused_hashes(self) -> set[bytes]:
+        """The Automerge hashes of every held (refused) change: stored, or held by a batch
+        of this receiver that may not have committed yet."""
+        if self.refused is None:
+            async with self.conn.execute(REFUSED_SQL) as cursor:
+                self.refused = {change_hash(row[0]) async for row in cursor}
+        return self.refused | self.held
+
     async def read_ahead(self, record_ids: Iterable[bytes]) -> None:
         """Read the documents a call's frames will need in a few queries, not one per chunk."""
         self.ahead.update(await self.read_docs(record_ids))
 
     async def read_docs(self, record_ids: Iterable[bytes]) -> dict[bytes, Held | None]:
-        """The stored document of each record not changed by an uncommitted batch."""
+        """The document of each record as this view sees it now. A record changed by an
+        uncommitted batch is taken from that batch: the batch may commit (and the view
+        forget the record) while the caller still uses what it read."""
         found: dict[bytes, Held | None] = {}
         wanted = []
         for record_id in set(record_ids):
-            if record_id in self.ahead:
+            if record_id in self.docs:
+                found[record_id] = self.docs[record_id]
+            elif record_id in self.ahead:
                 found[record_id] = self.ahead[record_id]
-            elif record_id not in self.docs:
+            else:
                 wanted.append(record_id)
                 found[record_id] = None
         for start in range(0, len(wanted), PAGE_IDS):
@@ -239,7 +273,8 @@ class _View:
 
 class _Applier:
     """Applies one chunk's (or the pending entries') changes on top of a view, keeping
-    the new documents apart until the caller takes them."""
+    the new documents apart until the caller takes them. Entries its trust policy refuses
+    are held (see the module docstring), not applied."""
 
     def __init__(self, view: _View, trust: TrustPolicy, batch: _Batch) -> None:
         self._view = view
@@ -249,6 +284,8 @@ class _Applier:
         self.changed: dict[bytes, Held] = {}
         self._docs: dict[bytes, RecordDoc] = {}  # the changed documents, until kept
         self._allowed: dict[tuple[bytes, str], bool] = {}  # (origin, region) -> may write
+        self.held: list[tuple[Entry, str, str]] = []  # (entry, reason, detail), in order
+        self._held_hashes: set[bytes] = set()
 
     async def prefetch(self, record_ids: Iterable[bytes]) -> None:
         fresh = [r for r in record_ids if r not in self._stored]
@@ -261,15 +298,49 @@ class _Applier:
             return self._view.docs[record_id]
         return self._stored[record_id]
 
-    async def apply_all(self, entries: list[Entry]) -> list[Entry]:
-        """Apply `entries` in order; those whose deps are missing, returned. Gives the event
-        loop a turn now and then, so the batch being written keeps SQLite busy meanwhile."""
+    async def apply_all(
+        self, entries: list[Entry], holds: dict[int, tuple[str, str]]
+    ) -> list[Entry]:
+        """Apply `entries` in order (holding those whose seq `holds` names, and those the
+        policy refuses); those whose deps are missing, returned. Gives the event loop a turn
+        now and then, so the batch being written keeps SQLite busy meanwhile."""
         missing = []
         for index, entry in enumerate(entries, 1):
-            if not self.apply(entry):
-                missing.append(entry)
+            if entry.seq in holds:
+                self.hold(entry, *holds[entry.seq])
+            else:
+                try:
+                    if not self.apply(entry):
+                        missing.append(entry)
+                except _OutOfBounds as exc:
+                    self.hold(entry, exc.reason, exc.detail)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        return missing
+
+    def hold(self, entry: Entry, reason: str, detail: str) -> None:
+        """Keep `entry` unapplied, for `reason`."""
+        self.held.append((entry, reason, detail))
+        self._held_hashes.add(change_hash(entry.change))
+
+    async def hold_dependents(self, missing: list[Entry]) -> list[Entry]:
+        """Hold every entry in `missing` that depends on a held change (it can never
+        apply); the rest, still missing their deps."""
+        if not missing:
+            return missing
+        refused = await self._view.refused_hashes()
+        progress = True
+        while progress:
+            progress = False
+            for entry in list(missing):
+                held_dep = next(
+                    (d for d in change_header(entry.change)[0] if d in refused | self._held_hashes),
+                    None,
+                )
+                if held_dep is not None:
+                    missing.remove(entry)
+                    self.hold(entry, "depends", f"depends on refused change {held_dep.hex()}")
+                    progress = True
         return missing
 
     def apply(self, entry: Entry) -> bool:
@@ -305,7 +376,7 @@ class _Applier:
 
     async def keep(self) -> None:
         """The changes are accepted: they are the view's (and the batch's) from now on,
-        with the rows that show them."""
+        with the rows that show them; held entries are the batch's to store as held."""
         at = now_ms()
         for index, (record_id, held) in enumerate(self.changed.items(), 1):
             self._view.docs[record_id] = held
@@ -315,6 +386,25 @@ class _Applier:
             )
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        self._view.held |= self._held_hashes
+        for entry, reason, detail in self.held:
+            self._batch.held.append(
+                (entry.origin, entry.seq, entry.record_id, f"{reason}: {detail}")
+            )
+
+
+def held_reports(held: list[tuple[Entry, str, str]]) -> list[Refused]:
+    """Held entries as reports: one per run of the same origin and reason."""
+    reports: list[Refused] = []
+    for entry, reason, detail in held:
+        last = reports[-1] if reports else None
+        if last and (last.origin, last.reason) == (entry.origin, reason):
+            reports[-1] = Refused(
+                last.origin, last.seq, reason, last.detail, last.count + 1, held=True
+            )
+        else:
+            reports.append(Refused(entry.origin, entry.seq, reason, detail, held=True))
+    return reports
 
 
 class Receiver:
@@ -513,20 +603,17 @@ class Receiver:
         except FeedError as exc:
             raise refuse("chain", exc.reason) from None
         covering = [c for c in chunk.checkpoints if fresh[0].seq <= c.seq <= fresh[-1].seq]
-        for checkpoint in covering:
-            if not self._engine.trust.accepts_checkpoint(origin, checkpoint.at_ms):
-                raise refuse("revoked", f"checkpoint signed at {checkpoint.at_ms} ms refused")
         applier = _Applier(view, self._engine.trust, batch)
         await applier.prefetch(e.record_id for e in fresh)
-        try:
-            pending = await applier.apply_all(fresh)
-        except _OutOfBounds as exc:
-            raise refuse(exc.reason, exc.detail, exc.seq) from None
+        pending = await applier.apply_all(fresh, self._revoked(origin, held, covering))
+        pending = await applier.hold_dependents(pending)
         await applier.keep()
+        for refused in held_reports(applier.held):
+            self._refuse(refused, batch.report)
         view.heads[origin] = (covering[-1].seq, covering[-1].chain)
         batch.report.skipped += len(chunk.entries) - len(fresh)
         batch.report.accepted += len(fresh)
-        batch.report.applied += len(fresh) - len(pending)
+        batch.report.applied += len(fresh) - len(pending) - len(applier.held)
         batch.entries += fresh
         batch.checkpoints += covering
         batch.feeds[origin] = (covering[-1].seq, covering[-1].chain, key)
@@ -539,8 +626,24 @@ class Receiver:
         if waiting and len(pending) < len(fresh):
             await self._retry_pending(view, batch, waiting)
 
+    def _revoked(
+        self, origin: bytes, held: int, covering: list[Checkpoint]
+    ) -> dict[int, tuple[str, str]]:
+        """The seqs covered by checkpoints the policy refuses (signed after the origin's
+        revocation), each with its reason and detail."""
+        holds: dict[int, tuple[str, str]] = {}
+        start = held + 1
+        for checkpoint in covering:
+            if not self._engine.trust.accepts_checkpoint(origin, checkpoint.at_ms):
+                detail = f"checkpoint signed at {checkpoint.at_ms} ms, after the revocation"
+                holds.update((seq, ("revoked", detail)) for seq in range(start, checkpoint.seq + 1))
+            start = checkpoint.seq + 1
+        return holds
+
     async def _retry_pending(self, view: _View, batch: _Batch, waiting: list[Entry]) -> None:
-        """Apply every pending entry whose deps are now present, until none more applies."""
+        """Apply every pending entry whose deps are now present, until none more applies;
+        pending entries that can never apply (the policy refuses them, or they depend on a
+        held change) are marked refused."""
         applier = _Applier(view, self._engine.trust, batch)
         await applier.prefetch(e.record_id for e in waiting)
         progress = True
@@ -551,17 +654,20 @@ class Receiver:
                     applied = applier.apply(entry)
                 except _OutOfBounds as exc:
                     waiting.remove(entry)
-                    self._refuse(
-                        Refused(entry.origin, entry.seq, exc.reason, exc.detail), batch.report
-                    )
-                    batch.spoiled.append((f"{exc.reason}: {exc.detail}", entry.origin, entry.seq))
+                    applier.hold(entry, exc.reason, exc.detail)
                     continue
                 if applied:
                     waiting.remove(entry)
                     progress = True
                     batch.report.applied += 1
                     batch.unpended.append((entry.origin, entry.seq))
+        waiting[:] = await applier.hold_dependents(list(waiting))
+        spoiled, applier.held = applier.held, []  # stored already: marked, not inserted
         await applier.keep()
+        for entry, reason, detail in spoiled:
+            batch.spoiled.append((f"{reason}: {detail}", entry.origin, entry.seq))
+        for refused in held_reports(spoiled):
+            self._refuse(refused, batch.report)
 
     # ----- writing -----------------------------------------------------------------------
 
@@ -653,6 +759,10 @@ def _store(conn: sqlite3.Connection, batch: _Batch) -> None:
     conn.executemany(
         "UPDATE pending_entries SET refusal = ? WHERE origin = ? AND seq = ?", batch.spoiled
     )
+    conn.executemany(
+        "INSERT INTO pending_entries (origin, seq, record_id, refusal) VALUES (?, ?, ?, ?)",
+        batch.held,
+    )
     write_record_rows(conn, rows)
     for origin, (seq, _, _) in batch.feeds.items():
         first = min(e.seq for e in batch.entries if e.origin == origin)
@@ -672,5 +782,6 @@ def _absorb(into: _Batch, chunk: _Batch) -> None:
     into.pending += chunk.pending
     into.unpended += chunk.unpended
     into.spoiled += chunk.spoiled
+    into.held += chunk.held
     into.rows.update(chunk.rows)
     into.report = into.report.merge(chunk.report)

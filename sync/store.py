@@ -156,7 +156,7 @@ class RecordStore:
         self.public_key = public_key
         self._sign = signer
         self.clock = clock
-        self.on_commit: Callable[[], None] | None = None  # e.g. "sync soon"
+        self.on_commit: Callable[[], None] | None = None  # after each commit: "sync soon"
         self.scope: tuple[str, ...] | None = None  # region prefixes; None: unrestricted
 
     def check_scope(self, *kodes: str | None) -> None:
@@ -215,7 +215,7 @@ class RecordStore:
         )
         await store_records(conn, writes, at)
         if self.on_commit is not None:
-            self.on_commit()
+            self.db.after_commit(self.on_commit)
 
     async def create(
         self, household: Mapping[str, Any], operator: str, record_id: str | None = None

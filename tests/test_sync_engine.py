@@ -138,24 +138,52 @@ class ScopedTrust(OpenTrust):
         return self.cutoff_ms is None or at_ms <= self.cutoff_ms
 
 
-async def test_out_of_scope_entries_are_refused_with_the_rest_of_their_chain(
+async def test_an_out_of_scope_entry_is_held_and_the_rest_of_its_chain_applies(
     tmp_path: Path, households_jsonl
 ) -> None:
     async with open_peers(tmp_path, 2) as (a, _):
         inside = await a.records.create(household(households_jsonl, 0, "1709052009"), "ani")
         await a.records.update(inside["id"], lambda h: {**h, "kode_wilayah": "3201010001"}, "ani")
-        await a.records.create(household(households_jsonl, 1, "1709052009"), "ani")
+        later = await a.records.create(household(households_jsonl, 1, "1709052009"), "ani")
         frames = await a.frames_for(None)  # a's whole feed
     async with open_peers(tmp_path / "scoped", 1, ScopedTrust("1709")) as (b,):
         report = await b.engine.ingest(frames)
-        assert (report.accepted, report.reasons()) == (1, {"scope": 1, "gap": 1})
-        assert report.refused[0].seq == 2 and "3201010001" in report.refused[0].detail
-        assert report.frontier == {a.origin: 1}
+        assert (report.accepted, report.applied, report.reasons()) == (3, 2, {"scope": 1})
+        (refused,) = report.refused
+        assert refused.held and refused.seq == 2 and "3201010001" in refused.detail
+        assert report.frontier == {a.origin: 3}
         stored = await b.records.get(inside["id"])
         assert stored is not None and stored["kode_wilayah"] == "1709052009"
+        assert await b.records.get(later["id"]) is not None
+        # held, not lost: the entry stays in the feed (and is forwarded), and a replay is a no-op
+        again = await b.engine.ingest(frames)
+        assert (again.accepted, again.skipped, again.refused) == (0, 3, [])
 
 
-async def test_one_out_of_scope_household_refuses_its_whole_chunk(
+async def test_an_edit_that_depends_on_a_held_change_is_held_too(
+    tmp_path: Path, households_jsonl
+) -> None:
+    async with open_peers(tmp_path, 1) as (a,):
+        rec = await a.records.create(household(households_jsonl, 0, "1709052009"), "ani")
+        await a.records.update(rec["id"], lambda h: {**h, "kode_wilayah": "3201010001"}, "ani")
+        await a.records.update(rec["id"], lambda h: {**h, "dusun": "Baru"}, "ani")
+        frames = await a.frames_for(None)
+    chunks = [i for i, f in enumerate(frames) if isinstance(f, Checkpoint)]
+    async with open_peers(tmp_path / "scoped", 2, ScopedTrust("1709")) as (b, c):
+        # in one stream
+        report = await b.engine.ingest(frames)
+        assert report.reasons() == {"scope": 1, "depends": 1} and report.pending == 0
+        # the dependent edit in a later stream
+        assert (await c.engine.ingest(frames[: chunks[1] + 1])).reasons() == {"scope": 1}
+        report = await c.engine.ingest(frames)
+        assert report.reasons() == {"depends": 1} and report.pending == 0
+        for peer in (b, c):
+            assert await peer.engine.frontier() == {a.origin: 3}
+            stored = await peer.records.get(rec["id"])
+            assert stored is not None and stored["dusun"] == households_jsonl[0]["dusun"]
+
+
+async def test_one_out_of_scope_household_is_held_and_its_chunk_applies(
     tmp_path: Path, households_jsonl
 ) -> None:
     async with open_peers(tmp_path, 1) as (a,):
@@ -165,17 +193,19 @@ async def test_one_out_of_scope_household_refuses_its_whole_chunk(
         frames = await a.frames_for(None)
     async with open_peers(tmp_path / "scoped", 1, ScopedTrust("1709")) as (b,):
         report = await b.engine.ingest(frames)
-        assert report.reasons() == {"scope": 2} and report.accepted == 0
-        assert await b.state() == (Frontier(), {})
+        assert report.reasons() == {"scope": 1} and report.accepted == 2
+        assert report.applied == 1 and report.frontier == {a.origin: 2}
 
 
 async def test_checkpoints_after_revocation_are_refused(tmp_path: Path, households_jsonl) -> None:
     async with open_peers(tmp_path, 1) as (a,):
-        await a.records.create(household(households_jsonl, 0), "ani")
+        rec = await a.records.create(household(households_jsonl, 0), "ani")
         frames = await a.frames_for(None)
     cutoff = next(f.at_ms for f in frames if isinstance(f, Checkpoint)) - 1
     async with open_peers(tmp_path / "revoking", 1, ScopedTrust("", cutoff)) as (b,):
-        assert (await b.engine.ingest(frames)).reasons() == {"revoked": 1}
+        report = await b.engine.ingest(frames)
+        assert report.reasons() == {"revoked": 1} and report.refused[0].held
+        assert report.applied == 0 and await b.records.get(rec["id"]) is None
 
 
 async def test_entries_before_their_deps_wait_and_are_forwarded(
