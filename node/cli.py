@@ -21,7 +21,7 @@ from simpul.node import uplink_state
 from simpul.node.cli_appliance import backup, doctor, restore
 from simpul.node.cli_hub import hub
 from simpul.node.cli_network import enroll, network
-from simpul.node.cli_peers import peer, peers, when
+from simpul.node.cli_peers import peer, peer_summary, peers, reasons_text
 from simpul.node.cli_support import echo_rejections, parse_listen, read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
@@ -267,6 +267,7 @@ def status(data_dir: Path, as_json: bool) -> None:
     frontier = facts.pop("frontier", {})
     usb_facts = facts.pop("usb", None) or {}
     uplink = facts.pop("uplink", None)
+    refused = facts.pop("refused", {})
     for key, value in facts.items():
         if isinstance(value, list):
             value = ", ".join(map(str, value))
@@ -274,14 +275,11 @@ def status(data_dir: Path, as_json: bool) -> None:
     click.echo(f"feeds held: {len(frontier)}")
     for origin, seq in frontier.items():
         click.echo(f"  {origin}  up to {seq}")
+    for origin, reasons in refused.items():
+        click.echo(f"REFUSED: entries of {origin}: {reasons_text(reasons)} (kept, not applied)")
     click.echo(f"peers: {len(peers)}")
     for known in peers:
-        click.echo(
-            f"  {known['node_id'] or '?'}  {known['name'] or '-'}  {known['address']}"
-            f"  {known['state']}  last sync {when(known['last_sync_ms'])}"
-            f"  sent {known['entries_sent']} received {known['entries_received']}"
-            + (f"  error: {known['last_error']}" if known["last_error"] else "")
-        )
+        click.echo(f"  {peer_summary(known)}")
     if usb_facts:
         line = usb_facts.get("message") or usb_facts.get("progress") or usb_facts.get("state")
         click.echo(f"usb: {usb_facts.get('drive')}: {line}")

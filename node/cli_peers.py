@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from simpul.node.cli_support import run
-from simpul.node.peers import Peer, PeerTable
+from simpul.node.peers import Peer, PeerTable, with_refusals
 from simpul.node.runtime import open_node
+from simpul.sync.refusals import refused_per_origin
 
 
 def parse_peer_address(value: str) -> tuple[str, int]:
@@ -30,12 +32,27 @@ def when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
 
 
-def peer_line(peer: Peer) -> str:
-    return (
-        f"{peer.node_id or '?':32}  {peer.name or '-':16}  {peer.address:21}  {peer.source:6}  "
-        f"{peer.state:10}  "
-        f"seen {when(peer.last_seen_ms)}  synced {when(peer.last_sync_ms)}"
+def reasons_text(reasons: dict[str, int]) -> str:
+    """{'scope': 22, 'chain': 1} -> 'scope 22, chain 1'."""
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+
+
+def peer_summary(peer: dict[str, Any]) -> str:
+    """One line for a peer as `status_of` shows it: state, last sync, counts, and what
+    either side refuses or the last error."""
+    line = (
+        f"{peer['node_id'] or '?':32}  {peer['name'] or '-':16}  {peer['address']:21}  "
+        f"{peer['source']:6}  {peer['state']:10}  seen {when(peer['last_seen_ms'])}  "
+        f"synced {when(peer['last_sync_ms'])}  sent {peer['entries_sent']} "
+        f"received {peer['entries_received']}"
     )
+    if peer["refused"]:
+        line += f"  we refuse: {reasons_text(peer['refused'])}"
+    if peer["refused_by_peer"]:
+        line += f"  it refuses: {reasons_text(peer['refused_by_peer'])}"
+    if peer["last_error"]:
+        line += f"  error: {peer['last_error']}"
+    return line
 
 
 @click.group()
@@ -63,15 +80,18 @@ def peer_add(data_dir: Path, address: str) -> None:
 def peers(data_dir: Path, as_json: bool) -> None:
     """List the peers found on the LAN or added by hand ("?": not contacted yet)."""
 
-    async def go() -> list[Peer]:
+    async def go() -> list[dict[str, Any]]:
         async with open_node(data_dir) as opened:
-            return await PeerTable(opened.db).list_all()
+            refused = await refused_per_origin(opened.db)
+            return [
+                with_refusals(p.to_json(), refused) for p in await PeerTable(opened.db).list_all()
+            ]
 
     found = run(go())
     if as_json:
-        click.echo(json.dumps([p.to_json() for p in found]))
+        click.echo(json.dumps(found))
         return
     if not found:
         click.echo("no peers yet")
     for p in found:
-        click.echo(peer_line(p))
+        click.echo(peer_summary(p))

@@ -32,9 +32,11 @@ from simpul.node.membership import (
     MembershipError,
     load_membership,
 )
-from simpul.node.runtime import DB_FILE, DISCOVERY_ENV, KEY_FILE, open_node
+from simpul.node.peers import PeerTable
+from simpul.node.runtime import DB_FILE, DISCOVERY_ENV, KEY_FILE, Node, open_node
 from simpul.sync.feed import FeedError
 from simpul.sync.migrations import SCHEMA_VERSION
+from simpul.sync.refusals import refused_per_origin
 
 OK = "ok"
 WARN = "warn"
@@ -329,26 +331,82 @@ def check_hub(url: str | None) -> Check:
     return Check("hub", OK, f"the hub at {url} answers")
 
 
-async def check_node(data_dir: Path, membership: Membership | None) -> tuple[Check, ClockFloor]:
+REFUSAL_FIXES = {
+    "scope": "node {origin} wrote households outside its write scope. Admit it again with a "
+    "--scope that covers them ('simpul network admit … --scope PREFIX'), or correct those "
+    "households on that node",
+    "revoked": "node {origin} wrote these after it was revoked; they stay out. Enter what is "
+    "still needed again on an enrolled device",
+    "actor": "node {origin} sent changes made under another identity: revoke it ('simpul "
+    "network revoke {origin}') unless you know why",
+    "depends": "these changes build on refused ones: fix the refused ones first",
+    "chain": "the feed of node {origin} was altered, or two devices share its identity (a "
+    "copied SD card, a restored backup): stop the copy and enrol it again as a new node",
+    "own-feed": "another device uses this node's identity (a copied SD card or a restored "
+    "backup): stop it and enrol it again as a new node",
+    "untrusted": "node {origin} has no valid certificate of this network: enrol it again",
+}
+EXPECTED_REFUSALS = ("revoked",)  # a consequence of a revocation: a warning, not a failure
+
+
+async def check_refusals(node: Node) -> list[Check]:
+    """Entries this node refuses, and peers that say they refuse entries: records differ
+    between nodes until it is fixed."""
+    found = []
+    refused = await refused_per_origin(node.db)
+    for origin, reasons in sorted(refused.items()):
+        for reason, count in sorted(reasons.items()):
+            found.append(
+                Check(
+                    "sync refusals",
+                    WARN if reason in EXPECTED_REFUSALS else FAIL,
+                    f"{count} entries of node {origin} are refused here ({reason}): kept, "
+                    "not applied, so this node's records differ from that node's",
+                    REFUSAL_FIXES.get(reason, "see docs/protocol.md, 'Receiving'").format(
+                        origin=origin
+                    ),
+                )
+            )
+    for peer in await PeerTable(node.db).list_all():
+        for reason, count in sorted(peer.to_json()["refused_by_peer"].items()):
+            name = peer.name or peer.node_id or peer.address
+            found.append(
+                Check(
+                    "peer refusals",
+                    WARN if reason in EXPECTED_REFUSALS else FAIL,
+                    f"peer {name} refuses {count} entries ({reason}) as of its last session",
+                    f"run 'simpul doctor' on {name} for the fix",
+                )
+            )
+    return found or [Check("sync refusals", OK, "nothing refused here or by any peer")]
+
+
+async def check_node(
+    data_dir: Path, membership: Membership | None
+) -> tuple[list[Check], ClockFloor]:
     """Verify every feed on the opened node; also its clock floor from the store."""
     async with open_node(data_dir) as node:
         try:
             verified = await node.records.verify_feeds(verify_signature)
+            refusals = await check_refusals(node)
         except sqlite3.Error as exc:
-            return damaged(data_dir / DB_FILE, str(exc)), node.clock
+            return [damaged(data_dir / DB_FILE, str(exc))], node.clock
         except FeedError as exc:
             return (
-                Check(
-                    "feeds",
-                    FAIL,
-                    f"a feed does not verify ({exc}): the database was altered outside Simpul",
-                    "restore the newest backup into a new data dir ('simpul restore') and "
-                    "tell the admin; do not sync this node until then",
-                ),
+                [
+                    Check(
+                        "feeds",
+                        FAIL,
+                        f"a feed does not verify ({exc}): the database was altered outside Simpul",
+                        "restore the newest backup into a new data dir ('simpul restore') and "
+                        "tell the admin; do not sync this node until then",
+                    )
+                ],
                 node.clock,
             )
         entries = sum(verified.values())
-        return Check("feeds", OK, f"{len(verified)} feeds, {entries} entries verified"), node.clock
+        feeds = Check("feeds", OK, f"{len(verified)} feeds, {entries} entries verified")
+        return [feeds, *refusals], node.clock
 
 
 async def run_checks(data_dir: Path, hub_url: str | None = None) -> list[Check]:
@@ -373,7 +431,7 @@ async def run_checks(data_dir: Path, hub_url: str | None = None) -> list[Check]:
     key_readable = os.access(data_dir / KEY_FILE, os.R_OK)
     if openable and key_readable:
         feeds, clock = await check_node(data_dir, membership)
-        results.append(feeds)
+        results += feeds
     else:
         clock = await _floor_without_store(membership)
     results.append(check_clock(clock))

@@ -113,6 +113,8 @@ class LanSync:
             sent=report.sent,
             received=report.received,
             name=report.peer_name or None,
+            refused=report.refusals,
+            refused_by_peer=report.peer_refuses,
         )
 
     @property

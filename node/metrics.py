@@ -72,6 +72,20 @@ def render(
         ("simpul_pending_entries", "gauge",
          "Entries received whose dependencies have not arrived yet.",
          [sample("simpul_pending_entries", status["pending"])]),
+        ("simpul_refused_entries", "gauge",
+         "Entries of each origin this node refuses, by reason (held unapplied; a chunk "
+         "refused for good counts 1). Non-zero: records differ between nodes.",
+         [sample("simpul_refused_entries", n, {"origin": origin, "reason": reason})
+          for origin, reasons in sorted(status["refused"].items())
+          for reason, n in sorted(reasons.items())]),
+        ("simpul_peer_refusals", "gauge",
+         "Per peer and reason: entries this node refuses of it (side=ours) and that it says "
+         "it refuses (side=theirs), as of its last session.",
+         [sample("simpul_peer_refusals", n,
+                 {"node_id": peer["node_id"] or "", "side": side, "reason": reason})
+          for peer in peers
+          for side, field in (("ours", "refused"), ("theirs", "refused_by_peer"))
+          for reason, n in sorted(peer[field].items())]),
         ("simpul_peers", "gauge", "Known peers by state.",
          [sample("simpul_peers", n, {"state": state}) for state, n in sorted(states.items())]),
         ("simpul_peer_entries_sent_total", "counter", "Entries this node sent to each peer.",

@@ -1,5 +1,5 @@
 """What `simpul status` and `GET /api/v1/status` show of a node: ids, network, counts,
-frontier, peers, USB and uplink. Apart from the API so the command line need not load
+frontier, refusals, peers, USB and uplink. Apart from the API so the command line need not load
 aiohttp (a third of a second at every start, more on a Raspberry Pi)."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from typing import Any
 
 from simpul.node import uplink_state
 from simpul.node.membership import load_membership
-from simpul.node.peers import PeerTable
+from simpul.node.peers import PeerTable, with_refusals
 from simpul.node.runtime import Node
 from simpul.node.usb_status import read_status
 from simpul.sync.engine import OpenTrust, SyncEngine
+from simpul.sync.refusals import refused_per_origin
 
 
 async def status_of(node: Node) -> dict[str, Any]:
@@ -28,13 +29,15 @@ async def status_of(node: Node) -> dict[str, Any]:
             "scope": list(cert.scope),
             "expires": cert.not_after.isoformat(),
         }
-    peers = [peer.to_json() for peer in await PeerTable(node.db).list_all()]
+    refused = await refused_per_origin(node.db)
+    peers = [with_refusals(peer.to_json(), refused) for peer in await PeerTable(node.db).list_all()]
     sync = await SyncEngine(node.db, node.key.node_id, OpenTrust()).status()
     return {
         "node_id": node.node_id,
         **network,
         **counts,
         "pending": sync.pending,
+        "refused": refused,
         "frontier": {origin.hex(): seq for origin, seq in sync.frontier.items()},
         "peers": peers,
         "usb": read_status(node.data_dir),

@@ -7,16 +7,21 @@ isolation) and has no node id until the sync scheduler has contacted it.
 States: `discovered` (announced on the LAN, same network: a sync candidate), `foreign`
 (announced, another network or none: never synced, kept so the admin can see it), `added`
 (manual, not yet contacted), `synced` / `failed` (how the last sync session ended).
+Shown, a synced peer that refuses our entries, or whose entries we refuse, is `refused`
+(`with_refusals`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from simpul.sync.database import Database
+from simpul.sync.refusals import RefusalSummary
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +32,12 @@ FOREIGN = "foreign"
 ADDED = "added"
 SYNCED = "synced"
 FAILED = "failed"
+REFUSED = "refused"  # shown only: sessions run, but entries are refused one way or the other
 MAX_MDNS_PEERS = 1000  # a LAN flooded with fake announcements must not fill the disk
 
 COLUMNS = (
     "id, node_id, network_id, host, port, source, state, first_seen_ms, last_seen_ms, "
-    "last_sync_ms, entries_sent, entries_received, last_error, name"
+    "last_sync_ms, entries_sent, entries_received, last_error, name, refused, refused_by_peer"
 )
 
 
@@ -57,13 +63,32 @@ class Peer:
     entries_received: int
     last_error: str | None
     name: str | None  # the display name in its certificate, once a session showed it
+    refused: str | None  # JSON {reason: entries}: what we refused of its last session
+    refused_by_peer: str | None  # JSON RefusalSummary: what it said it refuses
 
     @property
     def address(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "address": self.address}
+        """The row as `simpul peers --json` and the status API show it: `refused` (what
+        this node refused of the peer's last session) and `refused_by_peer` (what the peer
+        says it refuses), each {reason: count}."""
+        by_peer = RefusalSummary.from_json(json.loads(self.refused_by_peer or "{}"))
+        return {
+            **asdict(self),
+            "address": self.address,
+            "refused": json.loads(self.refused or "{}"),
+            "refused_by_peer": by_peer.counts(),
+        }
+
+
+def refusal_columns(
+    refused: Mapping[str, int], refused_by_peer: RefusalSummary | None
+) -> tuple[str | None, str | None]:
+    """The two refusal columns' values after a session (None: nothing refused)."""
+    by_peer = refused_by_peer.to_header() if refused_by_peer else None
+    return (json.dumps(dict(refused), sort_keys=True) if refused else None), by_peer
 
 
 class PeerTable:
@@ -142,9 +167,13 @@ class PeerTable:
         sent: int = 0,
         received: int = 0,
         name: str | None = None,
+        refused: Mapping[str, int] | None = None,
+        refused_by_peer: RefusalSummary | None = None,
     ) -> None:
         """Count a session that peer `node_id` (named `name`) started with us from `host` (a
-        no-op if it is unknown); a manual peer at that host without a node id learns it."""
+        no-op if it is unknown); a manual peer at that host without a node id learns it.
+        `refused`: what we refused of it, per reason; `refused_by_peer`: what it says it
+        refuses."""
         async with self.db.write() as conn:
             if host:
                 await conn.execute(
@@ -156,8 +185,16 @@ class PeerTable:
             await conn.execute(
                 "UPDATE peers SET state = ?, last_error = NULL, last_sync_ms = ?,"
                 " entries_sent = entries_sent + ?, entries_received = entries_received + ?,"
-                " name = coalesce(?, name) WHERE node_id = ?",
-                (SYNCED, now_ms(), sent, received, name, node_id),
+                " name = coalesce(?, name), refused = ?, refused_by_peer = ? WHERE node_id = ?",
+                (
+                    SYNCED,
+                    now_ms(),
+                    sent,
+                    received,
+                    name,
+                    *refusal_columns(refused or {}, refused_by_peer),
+                    node_id,
+                ),
             )
 
     async def list_all(self) -> list[Peer]:
@@ -176,10 +213,12 @@ class PeerTable:
         error: str | None = None,
         node_id: str | None = None,
         name: str | None = None,
+        refused: Mapping[str, int] | None = None,
+        refused_by_peer: RefusalSummary | None = None,
     ) -> None:
         """Record how a sync session with peer `peer_id` ended (`error` None: it succeeded);
         `node_id` and `name`: who answered (a manual peer learns its node id unless another
-        row has it)."""
+        row has it); the refusals as in `mark_served` (kept as they were after a failure)."""
         async with self.db.write() as conn:
             if node_id:
                 await conn.execute(
@@ -203,3 +242,21 @@ class PeerTable:
                     peer_id,
                 ),
             )
+            if error is None:
+                await conn.execute(
+                    "UPDATE peers SET refused = ?, refused_by_peer = ? WHERE id = ?",
+                    (*refusal_columns(refused or {}, refused_by_peer), peer_id),
+                )
+
+
+def with_refusals(peer: dict[str, Any], refused: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """A peer row whose `refused` also counts what this node refuses of the peer's own feed
+    (held entries, a chunk refused for good); a peer that synced but refuses, or is
+    refused, is in state `refused`, not `synced`."""
+    ours = dict(peer["refused"])
+    for reason, count in refused.get(peer["node_id"] or "", {}).items():
+        ours[reason] = max(ours.get(reason, 0), count)
+    peer = {**peer, "refused": ours}
+    if peer["state"] == SYNCED and (ours or peer["refused_by_peer"]):
+        peer["state"] = REFUSED
+    return peer

@@ -156,6 +156,8 @@ class SyncScheduler:
                 error=clone,
                 node_id=report.peer,
                 name=report.peer_name or None,
+                refused=report.refusals,
+                refused_by_peer=report.peer_refuses,
             )
             if report.received:
                 self.poke()  # pass what we learnt on to the other peers

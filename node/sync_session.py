@@ -20,7 +20,7 @@ import base64
 import logging
 import ssl
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from simpul.sync.bundle import (
 from simpul.sync.database import DiskFull
 from simpul.sync.engine import IngestReport, Receiver, SyncEngine
 from simpul.sync.frontier import Frontier, FrontierError, missing
+from simpul.sync.refusals import RefusalHeaderError, RefusalSummary, refusal_summary
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ NEWS = "/sync/v1/network"
 NEWS_HEADER = "X-Simpul-Network"  # the server's network-news version, on every pull answer
 GOSSIP_HEADER = "X-Simpul-Uplink"  # who uplinks to the hub and what it holds (node/uplink.py)
 STAGED_HEADER = "X-Simpul-Staged"  # the hub: entries it keeps of chunks cut short (a frontier)
+REFUSED_HEADER = "X-Simpul-Refused"  # what the sender refuses (sync/refusals.py), both ways
 READ_CHUNK = 64 * 1024
 MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
@@ -106,6 +108,7 @@ class SessionReport:
     forked: set[str] = field(default_factory=set)  # origins whose feed forked (clones?)
     news: str = ""  # the peer's network-news version (revocations, data keys)
     staged: Frontier | None = None  # the hub's entries of unfinished chunks (STAGED_HEADER)
+    peer_refuses: RefusalSummary | None = None  # what the peer says it refuses (REFUSED_HEADER)
 
 
 class NetworkNews(Protocol):
@@ -132,6 +135,32 @@ def frontier_header(frontier: Frontier) -> str:
 def parse_frontier_header(value: str) -> Frontier:
     """The frontier in a header value; ValueError or FrontierError if malformed."""
     return Frontier.decode(base64.b64decode(value, validate=True))
+
+
+def hear_refusals(headers: Mapping[str, str], report: SessionReport) -> None:
+    """Note what the peer says it refuses (a malformed header is logged and ignored)."""
+    value = headers.get(REFUSED_HEADER)
+    if value is None:  # it refuses nothing
+        report.peer_refuses = RefusalSummary()
+        return
+    try:
+        report.peer_refuses = RefusalSummary.from_header(value)
+    except RefusalHeaderError as exc:
+        log.warning("sync peer=%s bad %s header: %s", report.peer, REFUSED_HEADER, exc)
+
+
+async def refusals_header(engine: SyncEngine) -> dict[str, str]:
+    """What this node refuses, as the header that tells the peer (none: nothing; kuota
+    is precious on the uplink)."""
+    summary = await refusal_summary(engine.db)
+    return {REFUSED_HEADER: summary.to_header()} if summary else {}
+
+
+async def skipped(engine: SyncEngine, report: SessionReport, theirs: Frontier) -> set[bytes]:
+    """Origins not to send: the peer refused for good the very chunk we would send next."""
+    if not report.peer_refuses:
+        return set()
+    return await engine.skipped(report.peer_refuses.refused_at(theirs))
 
 
 def opening(engine: SyncEngine, frontier: Frontier) -> bytes:
@@ -224,7 +253,7 @@ def note_ingest(report: SessionReport, ingest: IngestReport) -> None:
 async def _frames_out(
     engine: SyncEngine, theirs: Frontier, report: SessionReport
 ) -> AsyncIterator[bytes]:
-    async for frame in engine.outgoing_frames(theirs):
+    async for frame in engine.outgoing_frames(theirs, await skipped(engine, report, theirs)):
         data = encode_frame(frame)
         report.bytes_out += len(data)
         if isinstance(frame, Entries):
@@ -324,9 +353,10 @@ class SyncServer:
         theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
         self._claim(peer)
         report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
+        hear_refusals(request.headers, report)
         outcome = FAILED
         try:
-            headers = {"Content-Type": CONTENT_TYPE}
+            headers = {"Content-Type": CONTENT_TYPE, **await refusals_header(self.engine)}
             if self._news is not None:
                 headers[NEWS_HEADER] = self._news.version()
             if self._gossip is not None:
@@ -355,7 +385,7 @@ class SyncServer:
 
     async def _served(self, report: SessionReport) -> None:
         self._on_report(report)
-        if self._on_served is not None and (report.sent or report.received):
+        if self._on_served is not None:
             await self._on_served(report)
 
     @property
@@ -367,6 +397,7 @@ class SyncServer:
         peer = self.authenticate(request)
         self._claim(peer)
         report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
+        hear_refusals(request.headers, report)
         try:
             receiver = self.engine.receiver()
             ingest = await receive_stream(
@@ -414,7 +445,9 @@ class SyncServer:
         self.sessions.append(report)
         await self._served(report)
         return web.Response(
-            body=opening(self.engine, await self.engine.frontier()), content_type=CONTENT_TYPE
+            body=opening(self.engine, await self.engine.frontier()),
+            content_type=CONTENT_TYPE,
+            headers=await refusals_header(self.engine),
         )
 
 
@@ -458,7 +491,9 @@ async def sync_with(
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
             theirs = await pull_from(http, engine, dial, report)
-            if missing(await engine.frontier(), theirs):
+            lacking = set(missing(await engine.frontier(), theirs))
+            lacking -= await skipped(engine, report, theirs)
+            if lacking:
                 await push_to(http, engine, dial, _frames_out(engine, theirs, report), report)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise SessionError(f"cannot sync with {base_url}: {exc}") from exc
@@ -479,8 +514,9 @@ async def pull_from(
     """Request 1 of a session: take what the peer has for us; the peer's frontier."""
     first = opening(engine, await engine.frontier())
     report.bytes_out += len(first)
+    headers = {**dial.headers(), **await refusals_header(engine)}
     async with http.post(
-        dial.base_url + PULL, data=first, headers=dial.headers(), **dial.options()
+        dial.base_url + PULL, data=first, headers=headers, **dial.options()
     ) as response:
         if response.status == web.HTTPConflict.status_code:
             raise PeerBusy(f"{dial.base_url} is already in a session with this node")
@@ -489,6 +525,7 @@ async def pull_from(
         peer = _session_peer(http.connector, dial.trust, dial.expected_node_id)
         report.peer, report.peer_name = peer.node_id, peer.name
         report.news = response.headers.get(NEWS_HEADER, "")
+        hear_refusals(response.headers, report)
         if dial.gossip is not None and GOSSIP_HEADER in response.headers:
             dial.gossip.hear(response.headers[GOSSIP_HEADER])
         if STAGED_HEADER in response.headers:
@@ -563,11 +600,12 @@ async def push_to(
             yield data
         yield encode_frame(End())
 
-    headers = {"Content-Type": CONTENT_TYPE, **dial.headers()}
+    headers = {"Content-Type": CONTENT_TYPE, **dial.headers(), **await refusals_header(engine)}
     async with http.post(
         dial.base_url + PUSH, data=body(), headers=headers, **dial.options()
     ) as response:
         answer = await response.read()
+        hear_refusals(response.headers, report)
         report.bytes_in += len(answer)
         if response.status != 200:
             raise SessionError(f"peer refused the push: {response.status} {answer[:200]!r}")

@@ -36,6 +36,7 @@ from simpul.node.sync_session import (
     SessionReport,
     pull_from,
     push_to,
+    skipped,
 )
 from simpul.sync.bundle import Certificate, Checkpoint, Entries, Frame, encode_frame
 from simpul.sync.engine import SyncEngine
@@ -118,6 +119,8 @@ async def next_piece(
     staged = staged or Frontier()
     basis = Frontier({o: max(theirs.get(o, 0), staged.get(o, 0)) for o in {*theirs, *staged}})
     todo = missing(mine, basis)
+    for origin in await skipped(engine, report, theirs):  # the hub refused it for good
+        todo.pop(origin, None)
     piece: list[bytes] = []
     size = 0
     for origin in await _order(engine, todo):

@@ -1,7 +1,8 @@
 """Beranda (the dashboard) and Konflik (settling concurrent edits) of the operator page.
 
 Beranda shows what the node's status says: households by proposal status and village,
-peers and their last sync, conflicts waiting; hub delivery, USB and uplink show a plain
+entries refused (in red, with the reason), peers with their state and last sync, conflicts
+waiting; hub delivery, USB and uplink show a plain
 "belum tersedia" until the node reports them (keys `hub`, `usb`, `uplink` of the status).
 """
 
@@ -55,6 +56,7 @@ async def dashboard(request: web.Request) -> web.Response:
         villages=busiest,
         village_total=len(villages),
         peers=peer_rows(status["peers"]),
+        names={p["node_id"]: p["name"] for p in status["peers"] if p["node_id"] and p["name"]},
         conflicts=conflicts,
         planned={part: status.get(part) for part in PLANNED_PARTS},
         iso=iso,

@@ -156,6 +156,54 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "belum bergabung ke jaringan (sinkron LAN mati)",
         "not in a network yet (LAN sync off)",
     ),
+    "home.peer_state.synced": ("tersinkron", "in sync"),
+    "home.peer_state.failed": ("sinkron gagal", "sync failed"),
+    "home.peer_state.refused": ("ada data yang ditolak", "data refused"),
+    "home.peer_state.discovered": ("ditemukan, belum sinkron", "found, not synced yet"),
+    "home.peer_state.added": ("ditambahkan, belum dihubungi", "added, not contacted yet"),
+    "home.peer_state.foreign": (
+        "jaringan lain (tidak disinkronkan)",
+        "another network (not synced)",
+    ),
+    "home.peer_refuses": (
+        "{name} menolak {count} data: {reason}",
+        "{name} refuses {count} entries: {reason}",
+    ),
+    "home.we_refuse": (
+        "Perangkat ini menolak {count} data dari {name}: {reason}",
+        "This device refuses {count} entries from {name}: {reason}",
+    ),
+    "home.refused_title": (
+        "Data ditolak — tidak sampai ke semua perangkat",
+        "Refused data — not on every device",
+    ),
+    "home.refused_line": (
+        "{count} perubahan dari perangkat {origin} ditolak: {reason}",
+        "{count} changes from device {origin} refused: {reason}",
+    ),
+    "home.refused_fix": (
+        "Perubahan ini disimpan tetapi tidak diterapkan. Jalankan 'simpul doctor' di perangkat "
+        "admin untuk langkah perbaikan.",
+        "These changes are kept but not applied. Run 'simpul doctor' on the admin's device "
+        "for the fix.",
+    ),
+    "refusal.scope": ("di luar wilayah tugas perangkat itu", "outside that device's region"),
+    "refusal.revoked": (
+        "ditulis setelah perangkat itu dicabut",
+        "written after the device was revoked",
+    ),
+    "refusal.actor": ("penulis perubahan tidak cocok", "written by another device's identity"),
+    "refusal.depends": ("bergantung pada perubahan yang ditolak", "depends on a refused change"),
+    "refusal.chain": (
+        "rantai data rusak, atau dua perangkat memakai identitas yang sama",
+        "broken chain, or two devices share one identity",
+    ),
+    "refusal.own-feed": (
+        "perangkat kembar (salinan kartu SD atau cadangan)",
+        "a cloned device (copied SD card or backup)",
+    ),
+    "refusal.untrusted": ("sertifikat tidak dipercaya", "certificate not trusted"),
+    "refusal.gap": ("ada data yang hilang di tengah", "entries missing in between"),
     "home.pending": ("Perubahan menunggu data pendahulu", "Changes waiting for earlier ones"),
     # households
     "hh.title": ("Data keluarga", "Households"),
@@ -418,6 +466,11 @@ class Text:
     def __call__(self, key: str, **values: object) -> str:
         text = CATALOGUE[key][self._column]
         return text.format(**values) if values else text
+
+    def refusal(self, reason: str) -> str:
+        """A refusal reason key ('scope', 'chain', …) in words; an unknown key as it is."""
+        texts = CATALOGUE.get(f"refusal.{reason}")
+        return texts[self._column] if texts else reason
 
     def label(self, field: str) -> str:
         """A record field's label ("rumah.atap" -> "Atap"), or the name itself."""

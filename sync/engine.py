@@ -9,7 +9,7 @@ Trust decisions come from an injected `TrustPolicy` (sync/trust.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 
 from simpul.sync.bundle import (
     FORMAT_VERSION,
@@ -25,6 +25,7 @@ from simpul.sync.database import Database
 from simpul.sync.feed import Checkpoint, Entry
 from simpul.sync.frontier import Frontier, missing
 from simpul.sync.receiver import ORIGIN_KEY_SQL, IngestReport, Receiver, Refused
+from simpul.sync.refusals import chunk_digest
 from simpul.sync.trust import OpenTrust, Refusal, TrustPolicy
 
 __all__ = [
@@ -74,12 +75,20 @@ class SyncEngine:
         certificate = self.certificate if origin == self.local_origin else row[1]
         return Certificate(origin, row[0], certificate or b"")
 
-    async def outgoing_frames(self, theirs: Mapping[bytes, int]) -> AsyncIterator[Frame]:
-        """Certificate, entries and checkpoint frames of everything `theirs` lacks.
+    async def outgoing_frames(
+        self, theirs: Mapping[bytes, int], skip: Collection[bytes] = ()
+    ) -> AsyncIterator[Frame]:
+        """Certificate, entries and checkpoint frames of everything `theirs` lacks, but for
+        the origins in `skip` (the receiver refused their next chunk for good).
 
         Streams from SQLite a page at a time, so memory stays flat however much is sent.
         """
         for origin, (first, last) in sorted(missing(await self.frontier(), theirs).items()):
+            if origin in skip:
+                log.info(
+                    "sync skip origin=%s from=%d reason=refused by the peer", origin.hex(), first
+                )
+                continue
             row = await self.db.fetchone(
                 "SELECT max(seq) FROM checkpoints WHERE origin = ? AND seq <= ?", (origin, last)
             )
@@ -108,6 +117,29 @@ class SyncEngine:
             log.info(
                 "sync send origin=%s from=%d to=%d entries=%d", origin.hex(), first, last, sent
             )
+
+    async def skipped(self, refused_at: Mapping[bytes, tuple[int, bytes]]) -> set[bytes]:
+        """The origins whose chunk at the given seq is, byte for byte, the one the peer
+        refused for good (`RefusalSummary.refused_at`): not worth sending again."""
+        skip = set()
+        for origin, (seq, digest) in refused_at.items():
+            row = await self.db.fetchone(
+                "SELECT seq, chain, at_ms, signature FROM checkpoints"
+                " WHERE origin = ? AND seq >= ? ORDER BY seq LIMIT 1",
+                (origin, seq),
+            )
+            if row is None:
+                continue
+            rows = await self.db.fetchall(
+                "SELECT seq, record_id, change FROM entries"
+                " WHERE origin = ? AND seq >= ? AND seq <= ? ORDER BY seq",
+                (origin, seq, row[0]),
+            )
+            entries = [Entry(origin, s, bytes(r), bytes(c)) for s, r, c in rows]
+            checkpoint = Checkpoint(origin, row[0], bytes(row[1]), row[2], bytes(row[3]))
+            if chunk_digest(entries, checkpoint) == digest:
+                skip.add(origin)
+        return skip
 
     async def outgoing(self, theirs: Mapping[bytes, int]) -> AsyncIterator[bytes]:
         """A complete bundle (header, hello, what `theirs` lacks, end) as a byte stream."""

@@ -166,6 +166,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE peers ADD COLUMN name TEXT;
     """,
+    # 7: what sync refuses (decision 0020): per origin, the chunk this node refused for good
+    # (peers are told, so they stop re-sending it); per peer, what this node refused of its
+    # last session and what the peer says it refuses (JSON)
+    """
+    CREATE TABLE refused_chunks (
+        origin BLOB PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE peers ADD COLUMN refused TEXT;
+    ALTER TABLE peers ADD COLUMN refused_by_peer TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -42,6 +42,7 @@ from simpul.sync.feed import GENESIS, Checkpoint, Entry, FeedError, change_hash,
 from simpul.sync.frontier import Frontier
 from simpul.sync.ids import record_id_text
 from simpul.sync.record_doc import RecordDoc, RecordDocError
+from simpul.sync.refusals import FOR_GOOD, chunk_digest
 from simpul.sync.store import PlannedWrite, now_ms, record_rows
 from simpul.sync.trust import Refusal, TrustPolicy
 from simpul.sync.varint import VarintError, decode_varint
@@ -190,6 +191,7 @@ class _Batch:
     unpended: list[tuple[bytes, int]] = field(default_factory=list)
     spoiled: list[tuple[str, bytes, int]] = field(default_factory=list)  # pending refused
     held: list[tuple[bytes, int, bytes, str]] = field(default_factory=list)  # refused, kept
+    refused_chunks: list[tuple[bytes, int, str, bytes]] = field(default_factory=list)
     rows: dict[bytes, RecordRows] = field(default_factory=dict)  # each changed record's rows
     report: IngestReport = field(default_factory=IngestReport)
 
@@ -708,6 +710,13 @@ class Receiver:
             except _Doubt as exc:
                 (refused,) = exc.args
                 self._refuse(refused, again.report)
+                if refused.reason in FOR_GOOD:
+                    refused_entries = [e for e in chunk.entries if e.seq >= refused.seq]
+                    closing = max(chunk.checkpoints, key=lambda c: c.seq)
+                    digest = chunk_digest(refused_entries, closing)
+                    again.refused_chunks.append(
+                        (refused.origin, refused.seq, refused.reason, digest)
+                    )
                 continue
             _absorb(again, attempt)
         return again
@@ -762,6 +771,15 @@ def _store(conn: sqlite3.Connection, batch: _Batch) -> None:
     conn.executemany(
         "INSERT INTO pending_entries (origin, seq, record_id, refusal) VALUES (?, ?, ?, ?)",
         batch.held,
+    )
+    at = now_ms()
+    conn.executemany(
+        "INSERT OR REPLACE INTO refused_chunks (origin, seq, reason, digest, at_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(*refused, at) for refused in batch.refused_chunks],
+    )
+    conn.executemany(
+        "DELETE FROM refused_chunks WHERE origin = ?", [(origin,) for origin in batch.feeds]
     )
     write_record_rows(conn, rows)
     for origin, (seq, _, _) in batch.feeds.items():

@@ -146,3 +146,24 @@ async def test_cloned_identity_with_a_forked_feed_is_refused_with_advice(
         report = await sync_with(office.engine, url, client_ctx, trust_of(network))
     assert report.forked == {original.origin.hex()}
     assert (await office.records.counts())["records"] == 2
+
+
+async def test_a_chunk_refused_for_good_is_not_sent_again(
+    tmp_path: Path, network: Network, households_jsonl: list
+) -> None:
+    original = await network.node(["1709", "1702"])
+    clone = await network.node(["1709", "1702"], key=original.key)  # a copied SD card
+    office = await network.node(["1709", "1702"])
+    await clone.records.create(households_jsonl[0], "ani")  # seq 1 of the shared identity
+    for household in households_jsonl[1:4]:  # seq 1-3 of the original: forked at 1
+        await original.records.create(household, "ani")
+    _, clone_ctx = contexts(network, clone, tmp_path)
+    _, original_ctx = contexts(network, original, tmp_path)
+    async with serving(network, office, tmp_path) as (url, server):
+        await sync_with(clone.engine, url, clone_ctx, trust_of(network))
+        first = await sync_with(original.engine, url, original_ctx, trust_of(network))
+        assert server.sessions[-1].refusals == {"chain": 1, "gap": 1}
+        assert first.peer_refuses is not None and first.peer_refuses.counts() == {"chain": 1}
+        again = await sync_with(original.engine, url, original_ctx, trust_of(network))
+        assert again.sent == 0 and again.bytes_out < 400, again  # told, it stops offering
+        assert len(server.sessions) == 2  # no push in the last session
