@@ -340,3 +340,31 @@ async def test_a_device_where_a_drive_file_belongs_is_not_opened(trap: Trap) -> 
     report = await asyncio.to_thread(synced, trap)
     assert "device" in refused(report)[f"SIMPUL/{trap.network.name}/{name}"]
     trap.assert_store_intact()
+
+
+def test_a_sync_killed_midway_does_not_stay_running(tmp_path: Path, trap: Trap) -> None:
+    import_households(trap.village, 600, seed=21)
+    usb_sync(trap.village, trap.drive)  # enough for the office to read for a while
+    status_file = trap.office / "usb-status.json"
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "simpul.node", "--data-dir", str(trap.office), "usb", "sync",
+         str(trap.drive)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while sync.poll() is None:  # the status file is the node's record of a running sync
+            text = status_file.read_text() if status_file.exists() else ""
+            if '"progress": "membaca' in text:
+                break
+        assert sync.poll() is None, "the sync ended before it could be killed"
+        sync.kill()
+    finally:
+        sync.wait()
+    assert json.loads(status_file.read_text())["state"] == "berjalan"  # as the kill left it
+    shown = trap.status()["usb"]
+    assert shown["state"] == "gagal" and "terputus" in shown["message"], shown
+    verified = simpul_cli(trap.office, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    again = simpul_cli(trap.office, "usb", "sync", str(trap.drive))
+    assert again.returncode == 0 and "selesai, aman dicabut" in again.stdout
+    trap.assert_store_intact(records=trap.status(trap.village)["records"])
