@@ -190,8 +190,11 @@ def absorb(data_dir: Path, membership: Membership, offered: bytes) -> NewsTaken:
         except KeyUnwrapError as exc:
             junk.append(str(exc))
             continue
-        if facts in known or len(held) >= MAX_WRAPS:
-            junk.append("a copy of a held wrap, or more wraps than a node keeps")
+        if facts in known:
+            junk.append("a copy of a wrap held under another name")
+            continue
+        if len(held) >= MAX_WRAPS:
+            junk.append(f"more than the {MAX_WRAPS} wraps a node keeps")
             continue
         if own is not None and facts.recipient == own.public_bytes and epoch not in epochs:
             try:

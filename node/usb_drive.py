@@ -310,7 +310,9 @@ class Drive:
     def open(self, create: bool = False) -> DriveFolder:
         """The drive's SIMPUL folder, held open (PathRefused if it is not a real folder)."""
         # the drive's own path is the operator's (or the mount's) choice: it is followed
-        with DriveFolder(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY), str(self.root)) as root:
+        with DriveFolder(
+            os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), str(self.root)
+        ) as root:
             return DriveFolder.open(SIMPUL_DIR, root, SIMPUL_DIR, create)
 
 
