@@ -109,14 +109,21 @@ def wrap_data_key(root: NetworkRoot, data_key: DataKey, recipient_public: bytes)
     return signed + root.private_key.sign(signed)
 
 
-def unwrap_data_key(
-    blob: bytes, exchange_key: ExchangeKey, root_cert: bytes | x509.Certificate
-) -> DataKey:
-    """The data key in `blob`, after checking root signature, network and recipient."""
+@dataclass(frozen=True)
+class WrappedKey:
+    """What a wrapped data key says about itself, once its root signature verified."""
+
+    key_id: str
+    epoch: int
+    recipient: bytes  # the recipient node's X25519 public key
+
+
+def check_wrapped_key(blob: bytes, root_cert: bytes | x509.Certificate) -> WrappedKey:
+    """The facts of `blob` after checking its length, network and root signature (anyone
+    may check this; only the recipient can decrypt). Raises KeyUnwrapError."""
     if len(blob) != WRAPPED_KEY_BYTES:
         raise KeyUnwrapError("wrapped data key has the wrong length")
-    header = blob[: _HEADER.size]
-    magic, network_id, key_id, epoch, recipient, ephemeral_public, nonce = _HEADER.unpack(header)
+    magic, network_id, key_id, epoch, recipient, _, _ = _HEADER.unpack(blob[: _HEADER.size])
     if magic != _MAGIC:
         raise KeyUnwrapError("not a Simpul wrapped data key")
     root = x509_profile.load_certificate(root_cert)
@@ -129,12 +136,22 @@ def unwrap_data_key(
         root_public.verify(blob[-_SIGNATURE_BYTES:], blob[:-_SIGNATURE_BYTES])
     except InvalidSignature as exc:
         raise KeyUnwrapError("wrapped data key is not signed by the network root") from exc
-    if recipient != exchange_key.public_bytes:
+    return WrappedKey(key_id.hex(), epoch, recipient)
+
+
+def unwrap_data_key(
+    blob: bytes, exchange_key: ExchangeKey, root_cert: bytes | x509.Certificate
+) -> DataKey:
+    """The data key in `blob`, after checking root signature, network and recipient."""
+    facts = check_wrapped_key(blob, root_cert)
+    if facts.recipient != exchange_key.public_bytes:
         raise KeyUnwrapError("wrapped data key is addressed to another node")
+    header = blob[: _HEADER.size]
+    *_, ephemeral_public, nonce = _HEADER.unpack(header)
     try:
         shared = exchange_key.exchange(ephemeral_public)
-        aead = AESGCM(_wrapping_key(shared, ephemeral_public, recipient))
+        aead = AESGCM(_wrapping_key(shared, ephemeral_public, facts.recipient))
         secret = aead.decrypt(nonce, blob[_HEADER.size : -_SIGNATURE_BYTES], header)
-        return DataKey(key_id.hex(), epoch, secret)
+        return DataKey(facts.key_id, facts.epoch, secret)
     except (InvalidTag, ValueError) as exc:
         raise KeyUnwrapError("wrapped data key does not decrypt") from exc

@@ -87,7 +87,7 @@ class RevocationList:
                 )
                 for revoked in crl
             )
-        except (ValueError, x509.ExtensionNotFound) as exc:
+        except (ValueError, x509.ExtensionNotFound, x509.InvalidVersion) as exc:
             raise RevocationListRejected(f"malformed revocation list: {exc}") from exc
         return cls(crl, number, crl.last_update_utc, entries)
 

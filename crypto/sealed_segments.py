@@ -17,7 +17,7 @@ authenticated too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -83,18 +83,26 @@ class SealedLayout:
 
 
 def open_segments(
-    key: bytes, prefix: bytes, context: bytes, sealed: bytes, layout: SealedLayout, base: int = 0
+    key: bytes,
+    prefix: bytes,
+    context: bytes,
+    read: Callable[[int, int], bytes],
+    layout: SealedLayout,
+    base: int = 0,
 ) -> Iterator[bytes]:
-    """The plaintext of each complete segment of `sealed`, in order.
+    """The plaintext of each complete segment of a sealed stream, in order.
 
-    Stops quietly where `sealed` ends before a segment does (the caller compares the
-    length with the layout to report a truncation); raises SegmentError (with the offset
-    plus `base`) at the first segment that does not authenticate."""
+    `read(offset, length)` gives up to `length` bytes of the stream from `offset` (fewer
+    where it ends), so a caller can stream a file segment by segment instead of holding
+    it whole. Stops quietly where the stream ends before a segment does (the caller
+    compares the length with the layout to report a truncation); raises SegmentError
+    (with the offset plus `base`) at the first segment that does not authenticate."""
     aead = AESGCM(key)
     for index, offset, length in layout.segments():
-        if offset + length > len(sealed):
+        sealed = read(offset, length)
+        if len(sealed) < length:
             return
         try:
-            yield aead.decrypt(_nonce(prefix, index), sealed[offset : offset + length], context)
+            yield aead.decrypt(_nonce(prefix, index), sealed, context)
         except InvalidTag:
             raise SegmentError(index, base + offset) from None

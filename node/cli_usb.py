@@ -10,11 +10,19 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from simpul.crypto.node_certificate import CertificateRejected, NodeCertificate
-from simpul.node.cli_support import run
+from simpul.node.cli_support import guarded, run
 from simpul.node.runtime import open_node
-from simpul.node.usb_drive import DEFAULT_KEEP_FREE, Drive
+from simpul.node.usb_drive import (
+    DEFAULT_KEEP_FREE,
+    Drive,
+    DriveFolder,
+    PathRefused,
+    drive_file_names,
+    networks,
+    read_manifest,
+)
 from simpul.node.usb_status import tracked_sync
-from simpul.sync.drive_file import DriveFileError, parse_drive_file
+from simpul.sync.drive_file import DriveFileError, read_drive_header
 
 if TYPE_CHECKING:
     from simpul.node.usb_carrier import UsbReport
@@ -70,13 +78,17 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def describe_file(path: Path) -> dict[str, Any]:
+def describe_file(folder: DriveFolder, name: str) -> dict[str, Any]:
     """What one drive file says about itself, from its header alone (nothing decrypted)."""
-    data = path.read_bytes()
     try:
-        drive_file = parse_drive_file(data)
-    except DriveFileError as exc:
-        return {"file": path.name, "bytes": len(data), "error": str(exc)}
+        source = folder.open_file(name)
+    except PathRefused as exc:
+        return {"file": name, "bytes": 0, "error": exc.reason}
+    with source:
+        try:
+            drive_file = read_drive_header(source)
+        except DriveFileError as exc:
+            return {"file": name, "bytes": source.size, "error": str(exc)}
     header = drive_file.header
     try:
         writer_name = NodeCertificate.parse(header.certificate.encode()).name
@@ -84,9 +96,9 @@ def describe_file(path: Path) -> dict[str, Any]:
     except CertificateRejected:
         writer_name, signed = "?", False
     return {
-        "file": path.name,
-        "bytes": len(data),
-        "complete": len(data) == drive_file.full_size,
+        "file": name,
+        "bytes": source.size,
+        "complete": source.size == drive_file.full_size,
         "signature_valid": signed,
         "network": header.network,
         "writer": header.writer,
@@ -98,13 +110,26 @@ def describe_file(path: Path) -> dict[str, Any]:
     }
 
 
+def describe_network(simpul: DriveFolder, network: str) -> list[dict[str, Any]]:
+    try:
+        folder = simpul.child(network)
+    except PathRefused as exc:
+        return [{"file": exc.path, "bytes": 0, "error": exc.reason}]
+    with folder:
+        return [describe_file(folder, name) for name in drive_file_names(folder)]
+
+
 def describe_drive(path: Path) -> dict[str, Any]:
-    drive = Drive(path)
-    return {
-        "drive": str(path),
-        "manifest": drive.manifest(),
-        "networks": {n: [describe_file(p) for p in drive.files(n)] for n in drive.networks()},
-    }
+    with Drive(path).open() as simpul:
+        manifest, refusal = read_manifest(simpul)
+        facts: dict[str, Any] = {
+            "drive": str(path),
+            "manifest": manifest,
+            "networks": {n: describe_network(simpul, n) for n in networks(simpul)},
+        }
+        if refusal is not None:
+            facts["manifest_error"] = str(refusal)
+        return facts
 
 
 @usb.command("inspect")
@@ -114,10 +139,12 @@ def usb_inspect(path: Path, as_json: bool) -> None:
     """List what the drive at PATH carries (no key needed, nothing is decrypted)."""
     if not Drive(path).exists():
         raise click.ClickException(f"{path} holds no SIMPUL folder")
-    facts = describe_drive(path)
+    facts = guarded(describe_drive, path)
     if as_json:
         click.echo(json.dumps(facts))
         return
+    if "manifest_error" in facts:
+        click.echo(facts["manifest_error"], err=True)
     for network, files in facts["networks"].items():
         click.echo(f"network {network}: {len(files)} files")
         for f in files:

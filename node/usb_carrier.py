@@ -15,6 +15,14 @@ and manifest. Each file is judged before any of it is imported:
 | `untrusted-writer` / `bad-signature` | not signed by a member of this network |
 | `revoked-writer` | written by a node after its revocation |
 | `unknown-key` | encrypted with a data key this node never had |
+| `refused` | not a regular file (a link, FIFO, device or folder), or too large: never opened |
+
+A drive is untrusted input (node/usb_drive.py): every path under `SIMPUL/` is checked
+before use, and each one that is not what belongs there (also the manifest, the news
+file, a temporary) is one `refused` line in the report, named by its path on the drive.
+Drive files are streamed, a batch of segments at a time; every read and write of the
+drive runs in a worker thread and a drive that does not answer within `STALL_SECONDS`
+ends the sync with `DriveStalled`, so the USB status never stays "berjalan".
 
 The drive's frontier (what its files hold) is rebuilt from the signed headers of the
 files that read completely (and of those under a key this node lacks), so a damaged
@@ -24,12 +32,14 @@ file's entries are written again by the next node that holds them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from simpul.crypto.data_key import DataKey
 from simpul.crypto.node_certificate import CertificateRejected, verify_node_certificate
@@ -42,8 +52,14 @@ from simpul.node.usb_drive import (
     MAX_FILE_BYTES,
     NEWS,
     Drive,
+    DriveFolder,
+    DriveSource,
+    PathRefused,
+    drive_file_names,
     file_name,
-    write_atomic,
+    networks,
+    read_manifest,
+    write_manifest,
 )
 from simpul.sync.bundle import Certificate, Checkpoint, Entries, Frame
 from simpul.sync.drive_file import (
@@ -52,6 +68,7 @@ from simpul.sync.drive_file import (
     DriveFileReader,
     build_drive_file,
     parse_drive_file,
+    read_drive_header,
 )
 from simpul.sync.engine import IngestReport
 from simpul.sync.frontier import Frontier
@@ -61,6 +78,22 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 COUNTED = ("imported", "held", "unknown-key")  # files whose signed ranges the drive holds
+STALL_SECONDS = 60.0  # one read or write of the drive that takes longer ends the sync
+T = TypeVar("T")
+
+
+class DriveStalled(OSError):
+    """The drive did not answer in time (a hung or failing device)."""
+
+
+async def drive_io(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` on the drive, in a worker thread, bounded by STALL_SECONDS."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(call, *args), STALL_SECONDS)
+    except TimeoutError:
+        raise DriveStalled(
+            errno.ETIMEDOUT, f"the drive did not answer within {STALL_SECONDS:g} s; unplug it"
+        ) from None
 
 
 @dataclass
@@ -98,7 +131,7 @@ class UsbReport:
         return {**asdict(self), "problems": len(self.problems)}
 
 
-def _drive_frontier(judged: list[tuple[Path, DriveFile, str]]) -> Frontier:
+def _drive_frontier(judged: list[tuple[str, DriveFile, str]]) -> Frontier:
     """The highest seq per origin that the drive's counted files hold without a hole."""
     ranges: dict[bytes, list[tuple[int, int]]] = {}
     for _, drive_file, status in judged:
@@ -124,28 +157,43 @@ class DriveSync:
         node: Node,
         membership: Membership,
         drive: Drive,
+        folders: tuple[DriveFolder, DriveFolder],
         progress: Progress | None,
         max_file_bytes: int,
     ) -> None:
         self.node = node
         self.membership = membership
         self.drive = drive
+        self.simpul, self.folder = folders  # SIMPUL/ and SIMPUL/<network id>/, held open
         self.network_id = membership.network_id
         self.progress = progress or (lambda _text: None)
         self.engine, self.policy = network_engine(node, membership)
         self.report = UsbReport(str(drive.root), self.network_id)
         self.max_file_bytes = max_file_bytes
         # the drive's files with a header this node could judge, and their status
-        self._judged: list[tuple[Path, DriveFile, str]] = []
+        self._judged: list[tuple[str, DriveFile, str]] = []
 
-    def _take_news(self) -> None:
-        offered = self.drive.news(self.network_id)
+    def _refused(self, refusal: PathRefused) -> None:
+        """One line in the report per refused path (a path met twice is reported once)."""
+        if any(f.name == refusal.path and f.status == "refused" for f in self.report.files):
+            return
+        self.report.files.append(FileReport(refusal.path, "refused", refusal.reason))
+        log.warning("usb path refused path=%s reason=%r", refusal.path, refusal.reason)
+
+    async def _take_news(self) -> None:
+        try:
+            offered = await drive_io(self.folder.read_small, NEWS, network_gossip.MAX_NEWS_BYTES)
+        except PathRefused as exc:
+            self._refused(exc)
+            return
         if offered is None:
             return
-        updated = network_gossip.absorb(self.node.data_dir, self.membership, offered)
-        if updated is not None:
-            self.membership = updated
-            self.policy.revocations = updated.revocations
+        taken = network_gossip.absorb(self.node.data_dir, self.membership, offered)
+        if taken.refused:
+            self._refused(PathRefused(self.folder.path(NEWS), "; ".join(taken.refused)))
+        if taken.membership is not None:
+            self.membership = taken.membership
+            self.policy.revocations = taken.membership.revocations
 
     def _writer_refusal(self, drive_file: DriveFile) -> tuple[str, str] | None:
         """Why the file's writer is not accepted, or None."""
@@ -179,12 +227,23 @@ class DriveSync:
         )
 
     async def _read_file(
-        self, path: Path, frontier: Frontier
+        self, name: str, frontier: Frontier
     ) -> tuple[FileReport, DriveFile | None]:
-        report = FileReport(path.name, "imported")
-        data = await asyncio.to_thread(path.read_bytes)
         try:
-            drive_file = parse_drive_file(data)
+            source = await drive_io(self.folder.open_file, name)
+        except PathRefused as exc:
+            return FileReport(exc.path, "refused", exc.reason), None
+        try:
+            return await self._read_source(name, source, frontier)
+        finally:
+            source.close()
+
+    async def _read_source(
+        self, name: str, source: DriveSource, frontier: Frontier
+    ) -> tuple[FileReport, DriveFile | None]:
+        report = FileReport(name, "imported")
+        try:
+            drive_file = await drive_io(read_drive_header, source)
         except DriveFileError as exc:
             report.status, report.detail, report.offset = "unreadable", exc.reason, exc.offset
             return report, None
@@ -203,10 +262,11 @@ class DriveSync:
             report.detail = f"encrypted with data key epoch {header.epoch} that this node lacks"
             return report, drive_file
         wanted = any(frontier.get(o, 0) < last for o, (_, last) in header.frontier().items())
-        reader = DriveFileReader(drive_file, data, key.secret)
+        reader = DriveFileReader(drive_file, source, key.secret)
+        batches = reader.batches()
         receiver = self.engine.receiver()
         ingest = IngestReport()
-        for batch in reader.batches():
+        while (batch := await drive_io(next, batches, None)) is not None:
             if wanted:
                 await receiver.feed(batch)  # applied now, committed while the next decrypts
         if wanted:
@@ -222,24 +282,27 @@ class DriveSync:
 
     async def read(self) -> Frontier:
         """Import every file of this network; the drive's frontier afterwards."""
-        self._take_news()
-        self.report.other_networks = [n for n in self.drive.networks() if n != self.network_id]
-        self.drive.remove_temporaries(self.network_id)
-        files = self.drive.files(self.network_id)
-        for number, path in enumerate(files, start=1):
-            self.progress(f"membaca berkas {number} dari {len(files)}")
-            file_report, drive_file = await self._read_file(path, await self.engine.frontier())
+        await self._take_news()
+        found = await drive_io(networks, self.simpul)
+        self.report.other_networks = [n for n in found if n != self.network_id]
+        for folder in (self.simpul, self.folder):
+            for refusal in await drive_io(folder.remove_temporaries):
+                self._refused(refusal)
+        names = await drive_io(drive_file_names, self.folder)
+        for number, name in enumerate(names, start=1):
+            self.progress(f"membaca berkas {number} dari {len(names)}")
+            file_report, drive_file = await self._read_file(name, await self.engine.frontier())
             self.report.files.append(file_report)
             self.report.imported += file_report.accepted
             log.info(
                 "usb read file=%s status=%s accepted=%d detail=%r",
-                path.name,
+                file_report.name,
                 file_report.status,
                 file_report.accepted,
                 file_report.detail,
             )
             if drive_file is not None:
-                self._judged.append((path, drive_file, file_report.status))
+                self._judged.append((name, drive_file, file_report.status))
         return self.drive_frontier()
 
     def drive_frontier(self) -> Frontier:
@@ -265,7 +328,6 @@ class DriveSync:
 
     async def write(self, theirs: Frontier, keep_free: float) -> None:
         """Write what `theirs` (the drive) lacks of this node's feeds as new files."""
-        folder = self.drive.prepare(self.network_id)
         key = self.membership.data_key
         async for frames in self._batches(theirs):
             self.progress("menulis ke drive")
@@ -281,41 +343,57 @@ class DriveSync:
                 created_ms=created,
             )
             name = file_name(self.node.node_id, created)
-            await asyncio.to_thread(write_atomic, folder / name, data, keep_free)
+            await drive_io(self.folder.write_atomic, name, data, keep_free)
             written = parse_drive_file(data)
-            self._judged.append((folder / name, written, "imported"))
+            self._judged.append((name, written, "imported"))
             entries = written.header.entries
             self.report.written.append(name)
             self.report.written_entries += entries
             log.info("usb write file=%s entries=%d bytes=%d", name, entries, len(data))
         news = network_gossip.export(self.node.data_dir, self.membership)
-        if self.drive.news(self.network_id) != news:
-            await asyncio.to_thread(write_atomic, folder / NEWS, news, keep_free)
+        try:
+            current = await drive_io(self.folder.read_small, NEWS, network_gossip.MAX_NEWS_BYTES)
+            if current != news:
+                await drive_io(self.folder.write_atomic, NEWS, news, keep_free)
+        except PathRefused as exc:
+            self._refused(exc)
 
     async def compact(self, keep_free: float) -> None:
         """Rewrite the drive's files as new ones holding everything this node holds, then
         remove the old files that read completely and whose entries the new ones carry."""
-        old = [(p, f) for p, f, status in self._judged if status in ("imported", "held")]
+        old = [(n, f) for n, f, status in self._judged if status in ("imported", "held")]
         await self.write(Frontier(), keep_free)
         mine = await self.engine.frontier()
-        for path, drive_file in old:
+        for name, drive_file in old:
             spans = drive_file.header.frontier().items()
             if all(mine.get(origin, 0) >= last for origin, (_, last) in spans):
-                await asyncio.to_thread(path.unlink)
-                self._judged = [j for j in self._judged if j[0] != path]
-                self.report.removed.append(path.name)
-                log.info("usb compact removed file=%s", path.name)
+                await drive_io(self.folder.unlink, name)
+                self._judged = [j for j in self._judged if j[0] != name]
+                self.report.removed.append(name)
+                log.info("usb compact removed file=%s", name)
+
+    def _files_bytes(self) -> tuple[int, int]:
+        sizes = [self.folder.lstat(n) for n in drive_file_names(self.folder)]
+        regular = [s.st_size for s in sizes if s is not None and stat.S_ISREG(s.st_mode)]
+        return len(regular), sum(regular)
 
     async def manifest(self, frontier: Frontier) -> None:
-        files = self.drive.files(self.network_id)
+        """Record the drive's frontier in its manifest (a cache: a refusal is reported)."""
+        count, size = await drive_io(self._files_bytes)
         facts = {
             "frontier": {origin.hex(): seq for origin, seq in sorted(frontier.items())},
-            "files": len(files),
-            "bytes": sum(p.stat().st_size for p in files),
+            "files": count,
+            "bytes": size,
             "updated_ms": now_ms(),
             "updated_by": self.node.node_id,
         }
-        await asyncio.to_thread(self.drive.write_manifest, self.network_id, facts)
+        networks, refusal = await drive_io(read_manifest, self.simpul)
+        if refusal is not None:
+            self._refused(refusal)
+        try:
+            await drive_io(write_manifest, self.simpul, {**networks, self.network_id: facts})
+        except PathRefused as exc:
+            self._refused(exc)
 
 
 async def sync_drive(
@@ -337,11 +415,19 @@ async def sync_drive(
         )
     if not path.is_dir():
         raise FileNotFoundError(f"no drive or folder at {path}")
-    sync = DriveSync(node, membership, Drive(path), progress, max_file_bytes)
-    drive_frontier = await sync.read()
-    if compact:
-        await sync.compact(keep_free)
-    else:
-        await sync.write(drive_frontier, keep_free)
-    await sync.manifest(sync.drive_frontier())
+    drive = Drive(path)
+    simpul = await drive_io(drive.open, True)
+    try:
+        folder = await drive_io(simpul.child, membership.network_id, True)
+    except BaseException:
+        simpul.close()
+        raise
+    with simpul, folder:
+        sync = DriveSync(node, membership, drive, (simpul, folder), progress, max_file_bytes)
+        drive_frontier = await sync.read()
+        if compact:
+            await sync.compact(keep_free)
+        else:
+            await sync.write(drive_frontier, keep_free)
+        await sync.manifest(sync.drive_frontier())
     return sync.report

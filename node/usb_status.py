@@ -4,10 +4,14 @@ A sync (from the command line, the drive watcher or the "use this drive" button)
 exclusive lock in the data dir, so one node never syncs two drives at once, and records
 its progress and outcome in `DATA_DIR/usb-status.json`: state `berjalan` (running) with
 a progress line, then `selesai` with "selesai, aman dicabut" or `gagal` with the error.
+A sync that ends in any way (an error, a stalled drive, the node stopping) records
+`gagal`; one whose process died records nothing, so a `berjalan` found while nobody
+holds the lock is read as `gagal` ("terputus"): the status never stays "berjalan".
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -34,19 +38,40 @@ CARRIER = "usb"  # its name in the metrics
 DONE = "selesai, aman dicabut"
 DONE_WITH_NOTES = "selesai dengan catatan ({count} berkas bermasalah), aman dicabut"
 FAILED = "gagal: {error}; drive aman dicabut"
+RUNNING = "berjalan"
+INTERRUPTED = "terputus: the sync stopped without finishing (its program ended)"
+STOPPED = "the sync was stopped before it finished"
 
 
 class UsbBusy(OSError):
     """Another USB sync of this node is running."""
 
 
+def _running(data_dir: Path) -> bool:
+    """True while some process holds this node's USB lock (a sync is running)."""
+    try:
+        with (data_dir / LOCK_FILE).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def read_status(data_dir: Path) -> dict[str, Any] | None:
-    """The last recorded USB sync, or None if there was none (or the file is unreadable)."""
+    """The last recorded USB sync, or None if there was none (or the file is unreadable);
+    a `berjalan` that no running sync holds is shown as `gagal` (interrupted)."""
     try:
         facts = json.loads((data_dir / STATUS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return facts if isinstance(facts, dict) else None
+    if not isinstance(facts, dict):
+        return None
+    if facts.get("state") == RUNNING and not _running(data_dir):
+        facts = {**facts, "state": "gagal", "error": INTERRUPTED,
+                 "message": FAILED.format(error=INTERRUPTED)}  # fmt: skip
+    return facts
 
 
 def write_status(data_dir: Path, facts: dict[str, Any]) -> None:
@@ -74,7 +99,7 @@ async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
     from simpul.node.usb_carrier import sync_drive
 
     with exclusive(node.data_dir):
-        facts: dict[str, Any] = {"state": "berjalan", "drive": str(path), "started_ms": now_ms()}
+        facts: dict[str, Any] = {"state": RUNNING, "drive": str(path), "started_ms": now_ms()}
 
         def progress(text: str) -> None:
             write_status(node.data_dir, {**facts, "progress": text})
@@ -82,8 +107,9 @@ async def tracked_sync(node: Node, path: Path, **options: Any) -> UsbReport:
         progress("mulai")
         try:
             report = await sync_drive(node, path, progress=progress, **options)
-        except Exception as exc:
-            error = str(exc) or type(exc).__name__
+        except BaseException as exc:  # also a cancelled sync: the status must not stay running
+            stopped = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+            error = STOPPED if stopped else str(exc) or type(exc).__name__
             write_status(
                 node.data_dir,
                 {**facts, "state": "gagal", "message": FAILED.format(error=error),

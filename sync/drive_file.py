@@ -12,9 +12,11 @@ what it carries (origins with seq ranges): enough to inspect a drive without the
 is signed by the writing node, and SHA-256 of the signed bytes and signature is the
 associated data of every segment, so nothing in the body can be moved to another header.
 
-Sans-I/O: `build_drive_file` turns frames into file bytes, `parse_drive_file` reads a
-header, `DriveFileReader` turns file bytes into batches of verified frames and a report
-of where and why it stopped.
+Sans-I/O: `build_drive_file` turns frames into file bytes, `read_drive_header` reads a
+header from a `Source` (`parse_drive_file` from bytes), `DriveFileReader` turns a
+source into batches of verified frames and a report of where and why it stopped. A
+source is anything that gives its size and the bytes at an offset, so a file on a drive
+is read segment by segment: memory stays bounded by a batch, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from simpul.crypto.node_key import verify_signature
 from simpul.crypto.sealed_segments import (
@@ -124,6 +127,8 @@ class DriveHeader:
                     or not 1 <= span.first <= span.last
                 ):
                     raise ValueError(f"bad origin range {span}")
+        except RecursionError:
+            raise ValueError("malformed file header: nested too deeply") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"malformed file header: {exc}") from None
         if header.segment_bytes < 1 or header.plain_bytes < len(HEADER) or header.entries < 0:
@@ -209,13 +214,40 @@ class DriveFile:
         return hashlib.sha256(self.signed + self.signature).digest()
 
 
-def parse_drive_file(data: bytes) -> DriveFile:
-    """The header of a drive file (not yet checked against anyone's key)."""
-    if len(data) < PREAMBLE.size:
-        if not MAGIC.startswith(data[: len(MAGIC)]):
+class Source(Protocol):
+    """Bytes to read a drive file from: its size, and up to `length` bytes at `offset`
+    (fewer only where it ends)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """A drive file held in memory."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
+
+def read_drive_header(source: Source) -> DriveFile:
+    """The header of a drive file (not yet checked against anyone's key); reads no more
+    than the preamble, the header it announces (at most MAX_HEADER_BYTES) and the
+    signature."""
+    preamble = source.read(0, PREAMBLE.size)
+    if len(preamble) < PREAMBLE.size:
+        if not MAGIC.startswith(preamble[: len(MAGIC)]):
             raise DriveFileError("not a Simpul drive file (bad magic)", 0)
-        raise DriveFileError(f"file cut short inside its header ({len(data)} bytes)", 0)
-    magic, version, length = PREAMBLE.unpack_from(data)
+        raise DriveFileError(f"file cut short inside its header ({source.size} bytes)", 0)
+    magic, version, length = PREAMBLE.unpack(preamble)
     if magic != MAGIC:
         raise DriveFileError("not a Simpul drive file (bad magic)", 0)
     if version != FILE_FORMAT:
@@ -226,38 +258,48 @@ def parse_drive_file(data: bytes) -> DriveFile:
     if length > MAX_HEADER_BYTES:
         raise DriveFileError(f"header of {length} bytes exceeds {MAX_HEADER_BYTES}", len(MAGIC) + 1)
     end = PREAMBLE.size + length
-    if len(data) < end + SIGNATURE_BYTES:
-        raise DriveFileError(f"file cut short inside its header ({len(data)} bytes)", 0)
+    if source.size < end + SIGNATURE_BYTES:
+        raise DriveFileError(f"file cut short inside its header ({source.size} bytes)", 0)
+    rest = source.read(PREAMBLE.size, length + SIGNATURE_BYTES)
+    if len(rest) < length + SIGNATURE_BYTES:  # the file shrank while being read
+        raise DriveFileError(f"file cut short inside its header ({source.size} bytes)", 0)
     try:
-        header = DriveHeader.from_bytes(data[PREAMBLE.size : end])
+        header = DriveHeader.from_bytes(rest[:length])
     except ValueError as exc:
         raise DriveFileError(str(exc), PREAMBLE.size) from None
-    return DriveFile(header, data[:end], data[end : end + SIGNATURE_BYTES])
+    return DriveFile(header, preamble + rest[:length], rest[length:])
+
+
+def parse_drive_file(data: bytes) -> DriveFile:
+    """The header of a drive file held in memory."""
+    return read_drive_header(BytesSource(data))
 
 
 class DriveFileReader:
-    """Decrypts and decodes one drive file's body into batches of frames.
+    """Decrypts and decodes one drive file's body into batches of frames, reading its
+    source one segment at a time.
 
     Iterate `batches()`; afterwards `problem` is None for a complete, intact file, or the
     DriveFileError that stopped it (truncated, corrupted segment, bad bundle). Every batch
     handed out came from segments that authenticated, in order, before the problem.
     """
 
-    def __init__(self, drive_file: DriveFile, data: bytes, secret: bytes) -> None:
+    def __init__(self, drive_file: DriveFile, source: Source, secret: bytes) -> None:
         self._file = drive_file
-        self._data = data
+        self._source = source
         self._secret = secret
         self.problem: DriveFileError | None = None
 
     def batches(self) -> Iterator[list[Frame]]:
         header = self._file.header
         start = self._file.body_offset
+        size = self._source.size
         layout = SealedLayout(header.plain_bytes, header.segment_bytes)
         segments = open_segments(
             self._secret,
             bytes.fromhex(header.nonce),
             self._file.context(),
-            self._data[start:],
+            lambda offset, length: self._source.read(start + offset, length),
             layout,
             base=start,
         )
@@ -269,13 +311,13 @@ class DriveFileReader:
                 if index % BATCH_SEGMENTS == 0 and batch:
                     yield batch
                     batch = []
-            if len(self._data) < self._file.full_size:
+            if size < self._file.full_size:
                 self.problem = DriveFileError(
-                    f"file cut short: {len(self._data)} of {self._file.full_size} bytes",
-                    len(self._data),
+                    f"file cut short: {size} of {self._file.full_size} bytes",
+                    size,
                     "truncated",
                 )
-            elif len(self._data) > self._file.full_size:
+            elif size > self._file.full_size:
                 self.problem = DriveFileError(
                     "unexpected bytes after the end of the file", self._file.full_size, "corrupted"
                 )
