@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -138,6 +139,33 @@ def local_addresses() -> list[LocalAddress]:
     return sorted(found, key=lambda a: a.address)
 
 
+GONE_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL, errno.EHOSTUNREACH}
+)
+
+
+class InterfaceGoneFilter(logging.Filter):
+    """Turns python-zeroconf's (and asyncio's datagram) tracebacks for an interface that
+    went away into one quiet line: the interface watch makes a new instance anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in GONE_ERRNOS:
+            record.msg = "discovery send failed reason=%s (an interface went down)"
+            record.args = (exc.strerror,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_interface_errors() -> None:
+    """Install `InterfaceGoneFilter` on the loggers that report mDNS send errors (once)."""
+    for name in ("zeroconf", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, InterfaceGoneFilter) for f in logger.filters):
+            logger.addFilter(InterfaceGoneFilter())
+
+
 class _HeardListener(RecordUpdateListener):
     """Passes the name of every fresh SRV/TXT record of our service type to `heard`.
 
@@ -207,6 +235,7 @@ class Discovery:
         at the next poll, never raised into the node.
         """
         log.info("discovery start node_id=%s sync_port=%d", self.node_id, self.sync_port)
+        quiet_interface_errors()
         self._watch = asyncio.create_task(self._follow_interfaces())
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ and how announcements are judged, in one process.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from simpul.node.discovery import (
     Discovery,
     InvalidAnnouncement,
     parse_announcement,
+    quiet_interface_errors,
 )
 from simpul.node.peers import DISCOVERED, FAILED, FOREIGN, SYNCED, Peer, PeerTable, now_ms
 from simpul.node.runtime import DISCOVERY_ENV
@@ -332,3 +334,25 @@ async def test_node_is_heard_again_after_its_link_comes_back(
     await wait_until(lambda: heard_since(flapping, steady), "it to hear the steady node again")
     assert re.search(r"discovery announce .*addresses=" + re.escape(net.hosts[1].address),
                      "".join(flapping.log))  # fmt: skip
+
+
+def test_an_interface_that_went_down_is_one_quiet_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    quiet_interface_errors()
+    zeroconf_log = logging.getLogger("zeroconf")
+    with caplog.at_level(logging.DEBUG, logger="zeroconf"):
+        try:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        except OSError:
+            zeroconf_log.warning("Error sending through socket %d", 7, exc_info=True)
+        try:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        except OSError:
+            zeroconf_log.warning("Error sending through socket %d", 8, exc_info=True)
+    gone, other = [r for r in caplog.records if r.name == "zeroconf"]
+    assert gone.levelno == logging.INFO and gone.exc_info is None
+    assert gone.getMessage() == (
+        "discovery send failed reason=Network is unreachable (an interface went down)"
+    )
+    assert other.exc_info is not None  # anything else keeps its traceback
