@@ -29,6 +29,12 @@ HOUSEHOLDS_PY = SHARED / "data" / "households.py"
 pytest_plugins = ["enrolled_dirs"]  # data dirs of certified nodes, made once per session
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", help="property tests run ten times their examples"
+    )
+
+
 def generate(count: int, fmt: str, seed: int = 13) -> str:
     """Output of the shared deterministic generator."""
     return subprocess.run(
