@@ -17,6 +17,7 @@ from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
 from simpul.node.http_errors import answer_failures
 from simpul.node.lan_sync import LanSync
+from simpul.node.member_sync import MemberSync
 from simpul.node.membership import load_membership
 from simpul.node.metrics import add_metrics_routes
 from simpul.node.peers import Peer, PeerTable
@@ -98,22 +99,21 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        membership = load_membership(data_dir)
-        lan = None
-        if membership is not None:
-            lan_port = bound + 1 if sync_port is None else sync_port
-            lan = await LanSync.start(node, membership, lan_port, sync_period, uplink, hub_period)
-        else:
-            log.info("lan sync off node_id=%s reason=no network yet", node.node_id)
-            if uplink is not None and uplink.hub is not None:
-                log.warning("uplink off node_id=%s reason=no network yet", node.node_id)
-        ready(url, lan.port if lan else None)
+        lan_port = bound + 1 if sync_port is None else sync_port
+        member = MemberSync(
+            node,
+            lambda membership: LanSync.start(
+                node, membership, lan_port, sync_period, uplink, hub_period
+            ),
+        )
+        await member.start()
+        if member.lan is None and uplink is not None and uplink.hub is not None:
+            log.warning("uplink off node_id=%s reason=no network yet", node.node_id)
+        ready(url, member.lan.port if member.lan else None)
         notifier = Notifier.from_environment()
         notifier.ready(f"serving {url}")
         watchdog = asyncio.create_task(notifier.run_watchdog())
-        discovery = discovery_for(
-            node, lan.port if lan else (sync_port or bound + 1), lan.on_peer if lan else None
-        )
+        discovery = discovery_for(node, member.lan.port if member.lan else lan_port, member.on_peer)
         if discovery is not None:
             await discovery.start()
         usb.start()
@@ -126,6 +126,5 @@ async def serve(
             await usb.stop()
             if discovery is not None:
                 await discovery.stop()
-            if lan is not None:
-                await lan.stop()
+            await member.stop()
             await runner.cleanup()

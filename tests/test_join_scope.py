@@ -1,9 +1,11 @@
 """Issue #13's path: a node imports an office's households, then joins a network. Joining
 with records outside the granted scope is refused with one clear line; with a scope wide
-enough, both nodes converge on the same heads and later edits keep arriving."""
+enough, the running node picks up its new network without a restart, both nodes converge
+on the same heads and later edits keep arriving."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -13,6 +15,12 @@ from test_lan_sync import Client, eventually
 from test_network_cli import PASSPHRASE
 
 COUNT = 40  # the generator's villages of 1702 and 1709
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def imported(data_dir: Path, tmp_path: Path) -> None:
@@ -62,7 +70,11 @@ async def test_with_a_wide_scope_both_nodes_converge_and_edits_keep_arriving(
 ) -> None:
     office, village = tmp_path / "kantor", tmp_path / "desa"
     imported(office, tmp_path)
-    created = create(office, "1709", "1702")
+    office_port = free_port()
+    a = await start_node_process(office, "--sync-period", "2", "--sync-port", str(office_port))
+    node_processes.append(a)
+    assert a.sync_port is None  # no network yet
+    created = create(office, "1709", "1702")  # while the office's node runs
     assert created.returncode == 0, created.stderr
     request, grant = tmp_path / "desa.req", tmp_path / "desa.grant"
     assert simpul_cli(village, "enroll", "request", "--out", str(request)).returncode == 0
@@ -73,10 +85,10 @@ async def test_with_a_wide_scope_both_nodes_converge_and_edits_keep_arriving(
     assert admitted.returncode == 0, admitted.stderr
     assert simpul_cli(village, "enroll", "install", str(grant)).returncode == 0
     tokens = await make_token(office), await make_token(village)
-    a = await start_node_process(office, "--sync-period", "2")
     b = await start_node_process(village, "--sync-period", "2")
-    node_processes += [a, b]
-    assert simpul_cli(office, "peer", "add", f"127.0.0.1:{b.sync_port}").returncode == 0
+    node_processes.append(b)
+    # the running office node picked up its new network: its sync port answers the village
+    assert simpul_cli(village, "peer", "add", f"127.0.0.1:{office_port}").returncode == 0
     async with aiohttp.ClientSession() as http:
         on_a, on_b = Client(http, a, tokens[0]), Client(http, b, tokens[1])
 
