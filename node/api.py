@@ -87,16 +87,26 @@ async def refuse_wrong_clock(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
+def bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
 async def read_json(request: web.Request) -> Any:
+    """The request's JSON body; 400 for one that is not JSON, nests absurdly deep, or holds
+    text that is not Unicode (a lone surrogate such as "\\ud800", which no store can keep)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     try:
-        return json.loads(await request.read())
+        body = json.loads(await request.read())
+        # json.dumps walks every value: it finds the lone surrogates that json.loads lets in
+        json.dumps(body, ensure_ascii=False).encode()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body is not valid JSON: {exc}"}),
-            content_type="application/json",
-        ) from None
+        raise bad_request(f"body is not valid JSON: {exc}") from None
+    except UnicodeEncodeError:
+        raise bad_request("body holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise bad_request("body nests arrays or objects too deeply") from None
+    return body
 
 
 def record_id_of(request: web.Request) -> str:
@@ -252,6 +262,8 @@ async def resolve_conflict(request: web.Request) -> web.Response:
 def chosen_value(record: dict[str, Any], path: tuple[str, ...], value: Any) -> Any:
     """`value` validated and normalised as it would stand at `path` in `record`."""
     household = {k: v for k, v in record.items() if k not in ("_meta", "id")}
+    if path[0] == MEMBERS and len(path) != 3:
+        raise UnknownField("a member's field is named anggota[MEMBER_ID].FIELD")
     if path[0] == MEMBERS:
         members = household.get(MEMBERS, [])
         index = next((i for i, m in enumerate(members) if m["id"] == path[1]), None)
@@ -334,10 +346,7 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"{name} must be a whole number from {low} to {high}"}),
-            content_type="application/json",
-        )
+        raise bad_request(f"{name} must be a whole number from {low} to {high}")
     return value
 
 

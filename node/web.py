@@ -6,7 +6,8 @@ answers 401); every POST needs the CSRF token of its form (403 without it). Befo
 the login and language forms carry a token bound to a pre-session cookie instead. The JSON
 API (`/api/`, bearer tokens), `/healthz`, `/metrics` and LAN enrollment (`/enroll/`) keep
 their own rules. Pages are rendered on the server with jinja2 and need no JavaScript; a
-failed page request gets the error page (node/http_errors.py).
+failed page request gets the error page (node/http_errors.py), and a form whose bytes are
+not text in its charset (invalid UTF-8, an unknown charset) a 400 page.
 """
 
 from __future__ import annotations
@@ -127,7 +128,13 @@ async def page_auth(request: web.Request, handler: Handler) -> web.StreamRespons
             raise web.HTTPSeeOther("/masuk")
         return problem(request, 401, "login.expired")
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (UnicodeDecodeError, LookupError):  # bytes or a charset that are not text
+            log.info(
+                "page refused path=%s reason=form-encoding remote=%s", request.path, request.remote
+            )
+            return problem(request, 400, "error.bad_request")
         if not _same(str(form.get("csrf", "")), csrf_of(request)):
             log.warning("page refused path=%s reason=csrf remote=%s", request.path, request.remote)
             return problem(request, 403, "error.csrf")
