@@ -240,7 +240,7 @@ async def login(request: web.Request) -> web.Response:
     password = str(form.get("password", ""))
     text = request[TEXT]
     try:
-        made = await request.app[WEB_KEY].sessions.login(username, password)
+        made = await request.app[WEB_KEY].sessions.login(username, password, request.remote)
     except Locked as exc:
         return await _login_page(request, 429, text("login.locked", minutes=exc.minutes), username)
     if made is None:
