@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import copy
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import Api
+from aiohttp.test_utils import TestServer
+from conftest import Api, make_token
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simpul.node.runtime import open_node
+from simpul.node.server import build_app
+from simpul.node.usb_watcher import UsbWatcher
 from simpul.sync.household import ValidationError, validate_household
 
 RECORDS = "/api/v1/records"
@@ -108,11 +113,37 @@ def test_a_stored_name_never_holds_a_hidden_character(households_jsonl: list, na
     assert not any(unicodedata.category(c) in REFUSED for c in stored)
 
 
+async def test_a_search_term_with_a_nul_is_400(api: Api, households_jsonl: list) -> None:
+    """Found by tests/test_api_fuzz.py: SQLite's full-text query parser stops at a NUL."""
+    assert (await api.call("POST", RECORDS, json=households_jsonl[4]))[0] == 201
+    for query in ("?q=SIT%00I", "?q=12%00", "?kode_wilayah=17%1b", "?q=" + "A" * 201):
+        status, answer = await api.call("GET", RECORDS + query)
+        assert status == 400 and "error" in answer, (query, answer)
+    assert (await api.call("GET", RECORDS + "?q=%ED%A0%80"))[0] == 200  # read as U+FFFD
+
+
 async def test_resolving_the_member_list_itself_is_422(api: Api, households_jsonl: list) -> None:
     household = households_jsonl[3]
     assert (await api.call("POST", RECORDS, json=household))[0] == 201
     path = f"{RECORDS}/{household['id']}/resolve"
+    remove = {"anggota": {"remove": [{}]}}  # found by the fuzzer: a non-string member id
+    status, answer = await api.call("PATCH", f"{RECORDS}/{household['id']}", json=remove)
+    assert status == 422 and answer["fields"][0]["field"] == "anggota.remove[0]", answer
     for field in ("anggota", "anggota.nama", "anggota[nobody].nama"):
         status, answer = await api.call("POST", path, json={"field": field, "value": []})
         assert status == 422, (field, answer)
         assert answer["fields"][0]["field"] == "field"
+
+
+async def test_a_drive_path_with_a_nul_is_422(tmp_path: Path) -> None:
+    token = await make_token(tmp_path / "node")
+    async with open_node(tmp_path / "node") as node:
+        server = TestServer(build_app(node, UsbWatcher(node, [tmp_path], 60)), host="127.0.0.1")
+        await server.start_server()
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, str(server.make_url("")).rstrip("/"), token)
+            status, answer = await api.call(
+                "POST", "/api/v1/usb/use", json={"path": f"{tmp_path}/a\x00"}
+            )
+            assert status == 422 and answer["fields"][0]["field"] == "path", answer
+        await server.close()
