@@ -25,7 +25,7 @@ from aiohttp import web
 
 from simpul.node.api import NODE_KEY
 from simpul.node.clock_floor import TOLERANCE_MS, ClockBehind
-from simpul.node.web_sessions import Locked, Session, Sessions
+from simpul.node.web_sessions import MAX_PASSWORD, MAX_USERNAME, Locked, Session, Sessions
 from simpul.node.web_text import DEFAULT_LANGUAGE, LANGUAGES, Text, iso
 from simpul.sync.record_stats import ConflictIndex
 
@@ -229,7 +229,9 @@ async def _login_page(
         "login.html",
         http_status=status,
         message=message,
-        username=username,
+        username=username if len(username) <= MAX_USERNAME else "",  # never echo a huge one
+        max_username=MAX_USERNAME,
+        max_password=MAX_PASSWORD,
         first_start=not (operators and operators[0]),
     )
 
