@@ -141,7 +141,7 @@ class LoginThrottle:
 
 
 class Sessions:
-    """Sessions and failed-login counts in one node's database."""
+    """Sessions in one node's database, and the failed-login counts (in memory)."""
 
     def __init__(self, db: Database, operators: Operators) -> None:
         self.db = db

@@ -147,15 +147,20 @@ def _refuse_hidden(text: str, allowed: str = "") -> str:
     return text
 
 
-def _string(value: object) -> str:
+def _string(value: object, multiline: bool = False) -> str:
+    """A stripped string without hidden characters; a `multiline` one keeps its line
+    breaks as plain newlines (CRLF and CR become LF)."""
     if not isinstance(value, str):
         raise _Invalid(f"expected a string, got {_json_type(value)}")
+    if multiline:
+        text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+        return _refuse_hidden(text, allowed="\n")
     return _refuse_hidden(value.strip())
 
 
-def _text(max_len: int) -> Callable[[object], str]:
+def _text(max_len: int, multiline: bool = False) -> Callable[[object], str]:
     def check(value: object) -> str:
-        text = _string(value)
+        text = _string(value, multiline)
         if not text:
             raise _Invalid("must not be empty")
         if len(text) > max_len:
@@ -167,10 +172,8 @@ def _text(max_len: int) -> Callable[[object], str]:
 
 def _note(value: object) -> str:
     """Free text that may be empty (a note cleared when a proposal moves on); it may run
-    over several lines (the page's reason box), kept with plain newlines."""
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a string, got {_json_type(value)}")
-    text = _refuse_hidden(value.replace("\r\n", "\n").strip(), allowed="\n")
+    over several lines (the page's reason box)."""
+    text = _string(value, multiline=True)
     if len(text) > TEXT_MAX_LEN:
         raise _Invalid(f"must be at most {TEXT_MAX_LEN} characters, got {len(text)}")
     return text
@@ -283,7 +286,7 @@ _HOUSEHOLD_CHECKS: dict[str, _Check] = {
     "dusun": _simple(_text(TEXT_MAX_LEN)),
     "rt": _simple(_rt_rw),
     "rw": _simple(_rt_rw),
-    "alamat": _simple(_text(TEXT_MAX_LEN)),
+    "alamat": _simple(_text(TEXT_MAX_LEN, multiline=True)),  # a spreadsheet cell may break it
     "desil": _simple(_desil),
     "status_usulan": _simple(_choice(STATUS_USULAN)),
     "rumah": _rumah,
