@@ -20,6 +20,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import make_token
+from hypothesis import given
+from hypothesis import strategies as st
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
 from test_network_cli import PASSPHRASE
 
@@ -29,7 +31,13 @@ from simpul.crypto.node_key import NodeKey
 from simpul.node import membership
 from simpul.node.runtime import DB_FILE, DISCOVERY_ENV, Node, open_node
 from simpul.node.server import build_app
-from simpul.node.web_sessions import LOCK_AFTER
+from simpul.node.web_sessions import (
+    LOCK_AFTER,
+    LOCK_MS,
+    REMOTE_LOCK_AFTER,
+    SOURCE_LOCK_AFTER,
+    LoginThrottle,
+)
 
 PASSWORD = "kata-sandi-rahasia"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -41,17 +49,23 @@ class Site:
     node: Node
     base: str
 
-    async def answer(self, username: str, password: str) -> tuple[int, str]:
-        """One login through the form, as a browser does it; the answer's status and page."""
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async def answer(
+        self, username: str, password: str, source: str = "127.0.0.1"
+    ) -> tuple[int, str]:
+        """One login through the form from `source`, as a browser does it; the answer's
+        status and page."""
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(local_addr=(source, 0)),
+        ) as http:
             async with http.get(f"{self.base}/masuk") as response:
                 token = CSRF.search(await response.text()).group(1)
             form = {"csrf": token, "username": username, "password": password}
             async with http.post(f"{self.base}/masuk", data=form) as response:
                 return response.status, await response.text()
 
-    async def attempt(self, username: str, password: str) -> int:
-        return (await self.answer(username, password))[0]
+    async def attempt(self, username: str, password: str, source: str = "127.0.0.1") -> int:
+        return (await self.answer(username, password, source))[0]
 
 
 @pytest.fixture
@@ -101,6 +115,41 @@ async def test_a_failed_login_takes_as_long_for_an_unknown_name_as_for_a_known_o
         unknown.append(await timed(f"tidak-ada-{round_}"))
     ratio = statistics.median(unknown) / statistics.median(known)
     assert 0.5 < ratio < 2, (known, unknown)
+
+
+async def test_a_neighbour_spraying_names_locks_only_its_own_address(site: Site) -> None:
+    names = [f"tebakan-{i}" for i in range(SOURCE_LOCK_AFTER)]
+    sprayed = [await site.attempt(name, "salah-salah", "127.0.0.2") for name in names]
+    assert sprayed == [401] * SOURCE_LOCK_AFTER
+    assert await site.attempt("ani", PASSWORD, "127.0.0.2") == 429
+    assert await site.attempt("ani", PASSWORD, "127.0.0.1") == 200
+
+
+LAN = st.sampled_from(["10.213.7.2", "10.213.7.3", "192.168.1.20", "fe80::1", "2001:db8::5"])
+NAMES = st.sampled_from(["ani", "adi", "admin", "x" * 64])
+
+
+@given(st.lists(st.tuples(LAN, NAMES, st.integers(0, LOCK_MS)), max_size=300))
+def test_no_failures_from_the_lan_ever_lock_out_the_nodes_own_machine(
+    failures: list[tuple[str, str, int]],
+) -> None:
+    throttle, now = LoginThrottle(), 0
+    for source, name, wait in failures:
+        now += wait
+        throttle.failed(source, name, now)
+    for loopback in ("127.0.0.1", "::1"):
+        assert all(throttle.locked_ms(loopback, name, now) == 0 for name in ("ani", "adi"))
+
+
+def test_a_name_guessed_from_many_addresses_locks_for_them_all_until_it_expires() -> None:
+    throttle = LoginThrottle()
+    guessers = [f"10.213.7.{i}" for i in range(2, 2 + REMOTE_LOCK_AFTER)]
+    for source in guessers:  # one guess each: no address reaches its own limit
+        throttle.failed(source, "ani", 0)
+    assert throttle.locked_ms("10.213.7.250", "ani", 1) > 0  # a fresh address too
+    assert throttle.locked_ms("10.213.7.250", "adi", 1) == 0  # another name is not
+    assert throttle.locked_ms("127.0.0.1", "ani", 1) == 0
+    assert throttle.locked_ms("10.213.7.250", "ani", LOCK_MS) == 0  # forgotten
 
 
 # A browser in one line: log in COUNT times as USER with PASSWORD at BASE; the statuses.
