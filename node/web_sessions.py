@@ -51,11 +51,13 @@ def now_ms() -> int:
 
 
 def is_loopback(source: str | None) -> bool:
-    """True for a request from the node's own machine."""
+    """True for a request from the node's own machine (also as ::ffff:127.0.0.1)."""
     try:
-        return source is not None and ipaddress.ip_address(source.split("%")[0]).is_loopback
+        address = ipaddress.ip_address((source or "").split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def test_no_failures_from_the_lan_ever_lock_out_the_nodes_own_machine(
     for source, name, wait in failures:
         now += wait
         throttle.failed(source, name, now)
-    for loopback in ("127.0.0.1", "::1"):
+    for loopback in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
         assert all(throttle.locked_ms(loopback, name, now) == 0 for name in ("ani", "adi"))
 
 
