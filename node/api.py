@@ -7,14 +7,19 @@ a delete or a conflict resolution by a plain operator), 404 for an unknown id, 4
 id already taken, 410 for a deleted record, 503 while the clock is behind the node's floor.
 An unknown address, a wrong method, a body over 1 MiB and an unexpected failure are JSON too
 (node/http_errors.py). Nothing is written on error.
+
+The API is described by an OpenAPI document, `node/openapi.json`, which the node serves at
+`GET /api/v1/openapi.json` (tests/test_api_fuzz.py fuzzes the running node against it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +50,9 @@ USB_WATCHER = web.AppKey("usb_watcher", UsbWatcher)
 OPERATOR = web.RequestKey("operator", Operator)
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+MAX_TERM = 200  # a search term; no field of a record is longer
 MAX_BODY = 1024 * 1024
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,16 +94,26 @@ async def refuse_wrong_clock(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
+def bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
 async def read_json(request: web.Request) -> Any:
+    """The request's JSON body; 400 for one that is not JSON, nests absurdly deep, or holds
+    text that is not Unicode (a lone surrogate such as "\\ud800", which no store can keep)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     try:
-        return json.loads(await request.read())
+        body = json.loads(await request.read())
+        # json.dumps walks every value: it finds the lone surrogates that json.loads lets in
+        json.dumps(body, ensure_ascii=False).encode()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body is not valid JSON: {exc}"}),
-            content_type="application/json",
-        ) from None
+        raise bad_request(f"body is not valid JSON: {exc}") from None
+    except UnicodeEncodeError:
+        raise bad_request("body holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise bad_request("body nests arrays or objects too deeply") from None
+    return body
 
 
 def record_id_of(request: web.Request) -> str:
@@ -160,8 +177,10 @@ def apply_member_ops(members: list[dict[str, Any]], ops: Any) -> list[dict[str, 
     if not isinstance(add, list):
         errors.append(FieldError("anggota.add", "expected a list of members"))
         add = []
-    for member_id in remove:
-        if by_id.pop(member_id, None) is None:
+    for index, member_id in enumerate(remove):
+        if not isinstance(member_id, str):
+            errors.append(FieldError(f"anggota.remove[{index}]", "expected a member id"))
+        elif by_id.pop(member_id, None) is None:
             errors.append(FieldError(f"anggota.remove[{member_id}]", "no member with this id"))
     for member_id, changes in update.items():
         where = f"anggota.update[{member_id}]"
@@ -252,6 +271,8 @@ async def resolve_conflict(request: web.Request) -> web.Response:
 def chosen_value(record: dict[str, Any], path: tuple[str, ...], value: Any) -> Any:
     """`value` validated and normalised as it would stand at `path` in `record`."""
     household = {k: v for k, v in record.items() if k not in ("_meta", "id")}
+    if path[0] == MEMBERS and len(path) != 3:
+        raise UnknownField("a member's field is named anggota[MEMBER_ID].FIELD")
     if path[0] == MEMBERS:
         members = household.get(MEMBERS, [])
         index = next((i for i, m in enumerate(members) if m["id"] == path[1]), None)
@@ -334,10 +355,18 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"{name} must be a whole number from {low} to {high}"}),
-            content_type="application/json",
-        )
+        raise bad_request(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _text_param(request: web.Request, name: str) -> str | None:
+    """A search term: at most MAX_TERM characters, none of them a control character (no
+    record holds one, and SQLite's full-text query parser stops at a NUL)."""
+    value = request.query.get(name) or None
+    if value is not None and (
+        len(value) > MAX_TERM or any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
+    ):
+        raise bad_request(f"{name} must be at most {MAX_TERM} characters, none of them control")
     return value
 
 
@@ -345,9 +374,9 @@ async def list_records(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     items, total = await request.app[NODE_KEY].records.search(
-        q=request.query.get("q") or None,
-        kode_wilayah=request.query.get("kode_wilayah") or None,
-        status_usulan=request.query.get("status_usulan") or None,
+        q=_text_param(request, "q"),
+        kode_wilayah=_text_param(request, "kode_wilayah"),
+        status_usulan=_text_param(request, "status_usulan"),
         limit=limit,
         offset=offset,
     )
@@ -374,6 +403,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/v1/records", create_record)
@@ -384,3 +417,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/records/{id}/history", record_history)
     app.router.add_post("/api/v1/records/{id}/resolve", resolve_conflict)
     app.router.add_get("/api/v1/status", node_status)
+    app.router.add_get("/api/v1/openapi.json", openapi_document)

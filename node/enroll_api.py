@@ -4,6 +4,10 @@ No token is needed: a request carries only public keys and is signed by the devi
 admin admits it only after typing the six-digit code shown on the device, so another
 device on the same WiFi cannot slip in. A grant holds public certificates and the data
 key encrypted to the requesting device alone.
+
+Requests wait at most PENDING_SECONDS, and one network address may have only
+MAX_PENDING_PER_SOURCE waiting (429 beyond that, 503 when the whole queue is full), so a
+neighbour posting junk requests cannot keep the real device out (node/membership.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from simpul.crypto.enrollment import EnrollmentError, EnrollmentRequest
 from simpul.node.api import NODE_KEY, error
 from simpul.node.membership import (
     MembershipError,
+    TooManyWaiting,
     admits_devices,
     pending_grant,
     store_pending_request,
@@ -35,9 +40,12 @@ async def post_request(request: web.Request) -> web.Response:
         return error(413, "enrollment request too large")
     try:
         enrollment = EnrollmentRequest.from_bytes(body)
-        store_pending_request(data_dir, enrollment)
+        store_pending_request(data_dir, enrollment, request.remote or "unknown")
     except EnrollmentError as exc:
         return error(400, f"not a valid enrollment request: {exc}")
+    except TooManyWaiting as exc:
+        log.warning("enroll request refused reason=queue-full remote=%s", request.remote)
+        return error(503 if exc.whole_queue else 429, str(exc))
     except MembershipError as exc:
         return error(503, str(exc))
     log.info(

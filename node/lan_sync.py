@@ -2,17 +2,21 @@
 
 Starts only on a node that belongs to a network (certificates come from its root);
 listens on all interfaces on the sync port, because every connection must present a
-certificate of this network before anything is exchanged.
+certificate of this network before anything is exchanged. A connection that does not
+finish its TLS handshake within HANDSHAKE_SECONDS is dropped, so a stranger on the WiFi
+cannot hold the port's connections open; a member's idle connection lives KEEPALIVE_SECONDS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
 from simpul.crypto.tls import client_context, server_context
 from simpul.node import network_gossip
+from simpul.node.http_guard import name_server
 from simpul.node.membership import Membership
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.runtime import Node
@@ -27,6 +31,9 @@ log = logging.getLogger(__name__)
 SYNC_HOST = "0.0.0.0"
 TLS_DIR = "tls"
 KEEPALIVE_SECONDS = 3600  # a slow device may take long to read a large first sync
+# Without a certificate of this network nothing gets past the handshake: a client that has
+# not finished it by then is a stranger or a dead link (asyncio's own default is 60 s).
+HANDSHAKE_SECONDS = 10.0
 
 
 class LanSync:
@@ -44,6 +51,7 @@ class LanSync:
         self.server_context = server_context(*contexts, membership.revocations, private_dir=private)
         self.client_context = client_context(*contexts, membership.revocations, private_dir=private)
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.scheduler: SyncScheduler | None = None
         self.uplink: Uplink | None = None
         self.port = 0
@@ -80,13 +88,22 @@ class LanSync:
         server = SyncServer(
             lan.engine, lan.trust, busy, lan._served, lan.news, node.counters, gossip
         )
+        name_server()
         lan.runner = web.AppRunner(
             server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
         )
         await lan.runner.setup()
-        site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan.server_context)
-        await site.start()
-        lan.port = lan.runner.addresses[0][1]
+        assert lan.runner.server is not None
+        # aiohttp's TCPSite takes no handshake timeout; its low-level server is a protocol
+        # factory for asyncio's own create_server, which does
+        lan.listener = await asyncio.get_running_loop().create_server(
+            lan.runner.server,
+            SYNC_HOST,
+            port,
+            ssl=lan.server_context,
+            ssl_handshake_timeout=HANDSHAKE_SECONDS,
+        )
+        lan.port = lan.listener.sockets[0].getsockname()[1]
         lan.scheduler = SyncScheduler(
             lan.engine,
             lan.peers,
@@ -136,5 +153,9 @@ class LanSync:
             await self.uplink.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.listener is not None:
+            self.listener.close()
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.listener is not None:
+            await self.listener.wait_closed()

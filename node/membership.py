@@ -13,6 +13,9 @@ Layout under `DATA_DIR/network/` (secrets 0600, the folder 0700):
 | `pending/` | LAN enrollment: requests waiting for the admin, and the grants made |
 | `wraps/` | after a revocation: the new data key wrapped to each remaining node |
 
+A waiting request keeps the network address it came from beside it (`.source`) and is
+forgotten after PENDING_SECONDS.
+
 The node's exchange key (X25519, for receiving the data key) is `DATA_DIR/exchange.key`.
 Creating or joining a network certifies the node's existing Ed25519 key, so records it
 already holds stay valid and will sync.
@@ -24,6 +27,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,11 +64,23 @@ MEMBERS = "members.json"
 PENDING = "pending"
 WRAPS = "wraps"
 MAX_PENDING = 50
+# A device waits 15 minutes for its grant ('simpul network join --wait'); its request is
+# kept a little longer, then forgotten, so junk requests cannot fill the queue for good.
+PENDING_SECONDS = 20 * 60
+MAX_PENDING_PER_SOURCE = 3  # requests waiting from one network address at a time
 NODE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class MembershipError(Exception):
     """A network operation that cannot be done in this node's state; the message says why."""
+
+
+class TooManyWaiting(MembershipError):
+    """The enrollment queue (`whole_queue`), or one address's share of it, is full."""
+
+    def __init__(self, message: str, whole_queue: bool) -> None:
+        super().__init__(message)
+        self.whole_queue = whole_queue
 
 
 @dataclass(frozen=True)
@@ -363,18 +379,58 @@ def _pending_dir(data_dir: Path) -> Path:
     return path
 
 
-def store_pending_request(data_dir: Path, request: EnrollmentRequest) -> None:
-    if len(pending_requests(data_dir)) >= MAX_PENDING:
-        raise MembershipError("too many devices are waiting to be admitted; admit or wait")
-    write_public(_pending_dir(data_dir) / f"{request.node_id}.request", request.to_bytes())
+def _waiting(data_dir: Path) -> list[Path]:
+    """The request files of devices still waiting, after forgetting expired ones."""
+    waiting = []
+    deadline = time.time() - PENDING_SECONDS
+    for path in sorted(_pending_dir(data_dir).glob("*.request")):
+        if path.with_suffix(".grant").exists():
+            continue
+        try:
+            expired = path.stat().st_mtime < deadline
+            if expired:
+                path.unlink()
+                path.with_suffix(".source").unlink(missing_ok=True)
+                log.info("enroll request expired node_id=%s", path.stem)
+                continue
+        except FileNotFoundError:  # admitted or expired meanwhile
+            continue
+        waiting.append(path)
+    return waiting
+
+
+def _source_of(request_file: Path) -> str:
+    try:
+        return request_file.with_suffix(".source").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def store_pending_request(data_dir: Path, request: EnrollmentRequest, source: str) -> None:
+    """Keep a device's request (from network address `source`) for the admin.
+
+    A device that asks again refreshes its request. Raises TooManyWaiting when `source`
+    already has MAX_PENDING_PER_SOURCE other requests waiting, or MAX_PENDING are waiting
+    in all."""
+    waiting = [p for p in _waiting(data_dir) if p.stem != request.node_id]
+    if sum(_source_of(p) == source for p in waiting) >= MAX_PENDING_PER_SOURCE:
+        raise TooManyWaiting(
+            f"{MAX_PENDING_PER_SOURCE} devices from {source} are already waiting to be "
+            f"admitted; admit them or wait {PENDING_SECONDS // 60} minutes",
+            whole_queue=False,
+        )
+    if len(waiting) >= MAX_PENDING:
+        raise TooManyWaiting(
+            "too many devices are waiting to be admitted; admit or wait", whole_queue=True
+        )
+    folder = _pending_dir(data_dir)
+    write_public(folder / f"{request.node_id}.source", source.encode())
+    write_public(folder / f"{request.node_id}.request", request.to_bytes())
 
 
 def pending_requests(data_dir: Path) -> list[EnrollmentRequest]:
-    requests = []
-    for path in sorted(_pending_dir(data_dir).glob("*.request")):
-        if not path.with_suffix(".grant").exists():
-            requests.append(EnrollmentRequest.from_bytes(path.read_bytes()))
-    return requests
+    """Requests of devices waiting to be admitted (none older than PENDING_SECONDS)."""
+    return [EnrollmentRequest.from_bytes(path.read_bytes()) for path in _waiting(data_dir)]
 
 
 def request_with_code(data_dir: Path, code: str) -> EnrollmentRequest:

@@ -16,6 +16,7 @@ from simpul.node.api import NODE_KEY, add_routes, bearer_auth, refuse_wrong_cloc
 from simpul.node.discovery import Discovery
 from simpul.node.enroll_api import add_enroll_routes
 from simpul.node.http_errors import answer_failures
+from simpul.node.http_guard import PAGE_IDLE_SECONDS, name_server
 from simpul.node.lan_sync import LanSync
 from simpul.node.member_sync import MemberSync
 from simpul.node.membership import load_membership
@@ -40,6 +41,7 @@ def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
         client_max_size=1024 * 1024,
     )
     app[NODE_KEY] = node
+    name_server()
     add_web_routes(app)
     add_dashboard_routes(app)
     add_household_routes(app)
@@ -87,7 +89,9 @@ async def serve(
     """
     async with open_node(data_dir) as node:
         usb = UsbWatcher.from_environment(node, usb_roots or [])
-        runner = web.AppRunner(build_app(node, usb), access_log=None)
+        runner = web.AppRunner(
+            build_app(node, usb), access_log=None, keepalive_timeout=PAGE_IDLE_SECONDS
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

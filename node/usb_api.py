@@ -26,7 +26,7 @@ async def use_drive(request: web.Request) -> web.Response:
         return error(422, 'expected {"path": DRIVE FOLDER}', fields=[{"field": "path"}])
     try:
         drive = watcher.use(body["path"])
-    except (NotADrive, OSError) as exc:
+    except (NotADrive, OSError, ValueError) as exc:  # ValueError: a NUL in the path
         return error(422, str(exc), fields=[{"field": "path", "message": str(exc)}])
     return web.json_response({"drive": str(drive), "state": "berjalan"}, status=202)
 

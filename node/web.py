@@ -6,7 +6,8 @@ answers 401); every POST needs the CSRF token of its form (403 without it). Befo
 the login and language forms carry a token bound to a pre-session cookie instead. The JSON
 API (`/api/`, bearer tokens), `/healthz`, `/metrics` and LAN enrollment (`/enroll/`) keep
 their own rules. Pages are rendered on the server with jinja2 and need no JavaScript; a
-failed page request gets the error page (node/http_errors.py).
+failed page request gets the error page (node/http_errors.py), and a form whose bytes are
+not text in its charset (invalid UTF-8, an unknown charset) a 400 page.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from simpul.node.api import NODE_KEY
 from simpul.node.clock_floor import TOLERANCE_MS, ClockBehind
-from simpul.node.web_sessions import Locked, Session, Sessions
+from simpul.node.web_sessions import MAX_PASSWORD, MAX_USERNAME, Locked, Session, Sessions
 from simpul.node.web_text import DEFAULT_LANGUAGE, LANGUAGES, Text, iso
 from simpul.sync.record_stats import ConflictIndex
 
@@ -127,7 +128,13 @@ async def page_auth(request: web.Request, handler: Handler) -> web.StreamRespons
             raise web.HTTPSeeOther("/masuk")
         return problem(request, 401, "login.expired")
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (UnicodeDecodeError, LookupError):  # bytes or a charset that are not text
+            log.info(
+                "page refused path=%s reason=form-encoding remote=%s", request.path, request.remote
+            )
+            return problem(request, 400, "error.bad_request")
         if not _same(str(form.get("csrf", "")), csrf_of(request)):
             log.warning("page refused path=%s reason=csrf remote=%s", request.path, request.remote)
             return problem(request, 403, "error.csrf")
@@ -222,7 +229,9 @@ async def _login_page(
         "login.html",
         http_status=status,
         message=message,
-        username=username,
+        username=username if len(username) <= MAX_USERNAME else "",  # never echo a huge one
+        max_username=MAX_USERNAME,
+        max_password=MAX_PASSWORD,
         first_start=not (operators and operators[0]),
     )
 
@@ -233,7 +242,7 @@ async def login(request: web.Request) -> web.Response:
     password = str(form.get("password", ""))
     text = request[TEXT]
     try:
-        made = await request.app[WEB_KEY].sessions.login(username, password)
+        made = await request.app[WEB_KEY].sessions.login(username, password, request.remote)
     except Locked as exc:
         return await _login_page(request, 429, text("login.locked", minutes=exc.minutes), username)
     if made is None:

@@ -8,12 +8,17 @@ survives a power cut, not only a killed process.
 Each connection runs on a thread of its own. Bulk work goes there whole (`on_thread`),
 and opening a database shortens Python's switch interval, so that thread gets Python's
 lock back after each statement without waiting behind a busy event loop.
+
+The database file is the owner's alone (0600), made so before SQLite opens it; SQLite gives
+its WAL and shared-memory files the main file's mode, and any left from an older run are
+narrowed too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +40,9 @@ SWITCH_INTERVAL_S = 0.001
 
 T = TypeVar("T")
 
+FILE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
 
 class DatabaseError(Exception):
     """The database file cannot be opened, is from a newer version, or failed to migrate."""
@@ -47,6 +55,16 @@ class DiskFull(DatabaseError):
 def _disk_full(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
     return code is not None and code & 0xFF == sqlite3.SQLITE_FULL  # an extended code too
+
+
+def _make_private(path: Path) -> None:
+    """`path` (created empty if missing) and its SQLite side files readable by the owner only."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    for suffix in ("", *SIDE_FILES):
+        try:
+            os.chmod(path.with_name(path.name + suffix), FILE_MODE)
+        except FileNotFoundError:
+            continue
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -99,6 +117,10 @@ class Database:
     async def open(cls, path: Path) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        try:
+            _make_private(path)
+        except OSError as exc:
+            raise DatabaseError(f"cannot open database {path}: {exc}") from exc
         try:
             writer = await _connect(path)
             try:

@@ -12,6 +12,7 @@ sorted).
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -128,15 +129,38 @@ def _simple(fn: Callable[[object], object]) -> _Check:
     return check
 
 
-def _string(value: object) -> str:
+# Control characters (NUL, ESC, ...), invisible format characters (bidi overrides such as
+# U+202E, zero-width marks), surrogates and line/paragraph separators: none has a place in
+# a record's text, and each can hide or reorder what a reader sees or break an export.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _refuse_hidden(text: str, allowed: str = "") -> str:
+    if text.isprintable():  # the usual case, in C: none of the refused categories is printable
+        return text
+    for position, char in enumerate(text, 1):
+        if char not in allowed and unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise _Invalid(
+                f"must not contain control or invisible formatting characters "
+                f"(U+{ord(char):04X} at position {position})"
+            )
+    return text
+
+
+def _string(value: object, multiline: bool = False) -> str:
+    """A stripped string without hidden characters; a `multiline` one keeps its line
+    breaks as plain newlines (CRLF and CR become LF)."""
     if not isinstance(value, str):
         raise _Invalid(f"expected a string, got {_json_type(value)}")
-    return value.strip()
+    if multiline:
+        text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+        return _refuse_hidden(text, allowed="\n")
+    return _refuse_hidden(value.strip())
 
 
-def _text(max_len: int) -> Callable[[object], str]:
+def _text(max_len: int, multiline: bool = False) -> Callable[[object], str]:
     def check(value: object) -> str:
-        text = _string(value)
+        text = _string(value, multiline)
         if not text:
             raise _Invalid("must not be empty")
         if len(text) > max_len:
@@ -147,8 +171,9 @@ def _text(max_len: int) -> Callable[[object], str]:
 
 
 def _note(value: object) -> str:
-    """Free text that may be empty (a note cleared when a proposal moves on)."""
-    text = _string(value)
+    """Free text that may be empty (a note cleared when a proposal moves on); it may run
+    over several lines (the page's reason box)."""
+    text = _string(value, multiline=True)
     if len(text) > TEXT_MAX_LEN:
         raise _Invalid(f"must be at most {TEXT_MAX_LEN} characters, got {len(text)}")
     return text
@@ -261,7 +286,7 @@ _HOUSEHOLD_CHECKS: dict[str, _Check] = {
     "dusun": _simple(_text(TEXT_MAX_LEN)),
     "rt": _simple(_rt_rw),
     "rw": _simple(_rt_rw),
-    "alamat": _simple(_text(TEXT_MAX_LEN)),
+    "alamat": _simple(_text(TEXT_MAX_LEN, multiline=True)),  # a spreadsheet cell may break it
     "desil": _simple(_desil),
     "status_usulan": _simple(_choice(STATUS_USULAN)),
     "rumah": _rumah,
