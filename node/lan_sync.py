@@ -15,6 +15,7 @@ from simpul.crypto.tls import client_context, server_context
 from simpul.node import network_gossip
 from simpul.node.membership import Membership
 from simpul.node.peers import Peer, PeerTable
+from simpul.node.photo_sync import PhotoCourier, PhotoReport, add_photo_sync_routes, exchange_photos
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
 from simpul.node.sync_session import SessionReport, SyncServer, fetch_news
@@ -46,6 +47,7 @@ class LanSync:
         self.runner: web.AppRunner | None = None
         self.scheduler: SyncScheduler | None = None
         self.uplink: Uplink | None = None
+        self.photos = PhotoCourier(self._exchange_photos)
         self.port = 0
 
     def poke(self) -> None:
@@ -80,9 +82,9 @@ class LanSync:
         server = SyncServer(
             lan.engine, lan.trust, busy, lan._served, lan.news, node.counters, gossip
         )
-        lan.runner = web.AppRunner(
-            server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
-        )
+        app = server.app()
+        add_photo_sync_routes(app, server.authenticate, node.photos)
+        lan.runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
         await lan.runner.setup()
         site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan.server_context)
         await site.start()
@@ -119,8 +121,15 @@ class LanSync:
     def membership(self) -> Membership:
         return self.news.membership
 
+    async def _exchange_photos(self, address: str, node_id: str | None) -> PhotoReport:
+        return await exchange_photos(
+            f"https://{address}", self.client_context, self.trust, self.node.photos, node_id
+        )
+
     async def _after_session(self, peer: Peer, report: SessionReport) -> None:
-        """Fetch a peer's network news when it is newer than ours, and take it."""
+        """Start moving photo files in the background (records are done); fetch a peer's
+        network news when it is newer than ours, and take it."""
+        self.photos.after_session(peer.address, report.peer or peer.node_id)
         if not report.news or not network_gossip.is_newer(report.news, self.news.version()):
             return
         self.news.take(await fetch_news(f"https://{peer.address}", self.client_context))
@@ -130,6 +139,7 @@ class LanSync:
             self.scheduler.peer_seen(peer)
 
     async def stop(self) -> None:
+        await self.photos.stop()
         if self.uplink is not None:
             await self.uplink.stop()
         if self.scheduler is not None:
