@@ -310,11 +310,20 @@ def show_uplink(uplink: dict[str, Any] | None) -> None:
 @main.command()
 @click.pass_obj
 def verify(data_dir: Path) -> None:
-    """Verify every feed: hash chains and checkpoint signatures."""
+    """Verify every feed (hash chains and checkpoint signatures) and every photo file
+    (against its SHA-256; a damaged one is set aside and fetched again from a peer)."""
 
-    async def go() -> dict[str, int]:
+    async def go() -> tuple[dict[str, int], int, list[str]]:
         async with open_node(data_dir) as opened:
-            return await opened.records.verify_feeds(verify_signature)
+            feeds = await opened.records.verify_feeds(verify_signature)
+            return feeds, *await opened.photos.verify()
 
-    for origin, seq in run(go()).items():
+    feeds, photos, damaged = run(go())
+    for origin, seq in feeds.items():
         click.echo(f"feed {origin}: {seq} entries verified")
+    click.echo(f"photos: {photos - len(damaged)} of {photos} files match their hash")
+    if damaged:
+        raise click.ClickException(
+            f"{len(damaged)} photo files were damaged ({', '.join(d[:16] for d in damaged)}); "
+            "set aside under photos/damaged/, they will be fetched again from a peer"
+        )

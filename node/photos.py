@@ -97,6 +97,18 @@ class Photos:
                 self.store.remove(digest)
                 log.info("photo gc digest=%s", digest)
 
+    async def verify(self) -> tuple[int, list[str]]:
+        """Check every stored file against its hash; set damaged ones aside, so they are
+        fetched again from a peer. How many were checked, and the damaged hashes."""
+        damaged = []
+        held = list(self.store.held())
+        for digest in held:
+            if not await asyncio.to_thread(self.store.check, digest):
+                self.store.set_aside(digest)
+                log.warning("photo damaged digest=%s action=set aside", digest)
+                damaged.append(digest)
+        return len(held), damaged
+
     async def status(self) -> dict[str, Any]:
         """Held and still-to-fetch counts for `GET /api/v1/status`."""
         progress = await self.index.progress()

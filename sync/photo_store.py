@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PHOTO_DIR = "photos"
 TMP = "tmp"
+DAMAGED = "damaged"  # files that failed their hash check, kept aside for a look
 PART = ".part"
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 READ_CHUNK = 1024 * 1024
@@ -156,7 +157,7 @@ class PhotoStore:
         if not self.root.is_dir():
             return
         for shard in self.root.iterdir():
-            if shard.name == TMP or not shard.is_dir():
+            if shard.name in (TMP, DAMAGED) or not shard.is_dir():
                 continue
             for item in shard.iterdir():
                 if is_hash(item.name):
@@ -172,6 +173,15 @@ class PhotoStore:
             while block := src.read(READ_CHUNK):
                 hasher.update(block)
         return hasher.hexdigest() == digest
+
+    def set_aside(self, digest: str) -> Path:
+        """Move a damaged file out of the store (so it counts as missing and is fetched
+        again); where it went."""
+        aside = self.root / DAMAGED
+        aside.mkdir(exist_ok=True, mode=0o700)
+        target = aside / digest
+        os.replace(self.path(digest), target)
+        return target
 
     def total_bytes(self) -> int:
         return sum(self.size(d) for d in self.held())

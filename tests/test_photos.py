@@ -14,9 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import Api, generate, make_token
+from conftest import Api, generate, make_token, simpul_cli
 from photo_files import large_phone_photo, phone_photo
 from PIL import Image
+from test_backup import backup, restore
 from usb_nodes import small_drive
 
 from simpul.node.runtime import open_node
@@ -241,3 +242,48 @@ async def test_status_counts_photos_and_what_is_missing(photo_api: PhotoApi) -> 
     assert facts["photos"]["referenced"] == 1
     assert facts["photos"]["full_missing"] == 1 and facts["photos"]["thumbs_missing"] == 0
     assert facts["photos"]["bytes_missing"] == ref["ukuran"]
+
+
+async def node_with_photos(data_dir: Path, count: int) -> list[dict]:
+    """A node (no network needed) with `count` households, one photo each."""
+    refs = []
+    async with open_node(data_dir) as node:
+        for index in range(count):
+            record = await node.records.create(
+                {k: v for k, v in household(index).items() if k != "id"}, "ani"
+            )
+            refs.append(
+                await node.photos.add(record["id"], phone_photo(20 + index), "depan", "ani")
+            )
+    return refs
+
+
+async def test_backup_carries_photos_sealed_and_restore_brings_them_back(tmp_path: Path) -> None:
+    office = tmp_path / "office"
+    refs = await node_with_photos(office, 2)
+    out = tmp_path / "office.simpul-backup"
+    backup(office, out)
+    raw = out.read_bytes()
+    for ref in refs:  # sealed: no stretch of any photo in clear
+        photo = (office / "photos" / ref["hash"][:2] / ref["hash"]).read_bytes()
+        assert photo[1000:1064] not in raw
+    fresh = tmp_path / "new-device"
+    assert restore(fresh, out).returncode == 0
+    assert files_under(fresh) == {d for r in refs for d in (r["hash"], r["kecil"])}
+    checked = simpul_cli(fresh, "verify")
+    assert checked.returncode == 0 and "photos: 4 of 4 files match" in checked.stdout
+
+
+async def test_verify_sets_a_damaged_photo_aside_to_be_fetched_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    (ref,) = await node_with_photos(data_dir, 1)
+    path = data_dir / "photos" / ref["hash"][:2] / ref["hash"]
+    path.write_bytes(path.read_bytes()[:-10])  # cut short on disk
+    checked = simpul_cli(data_dir, "verify")
+    assert checked.returncode == 1
+    last = checked.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in checked.stderr and "photos/damaged/" in last
+    assert "photos: 1 of 2 files match" in checked.stdout
+    assert not path.exists() and (data_dir / "photos" / "damaged" / ref["hash"]).exists()
+    async with open_node(data_dir) as node:
+        assert (await node.photos.status())["full_missing"] == 1
