@@ -16,6 +16,9 @@ and manifest. Each file is judged before any of it is imported:
 | `revoked-writer` | written by a node after its revocation |
 | `unknown-key` | encrypted with a data key this node never had |
 
+House photos travel after the records, sealed under the data key in the drive's `foto/`
+folder (node/usb_photos.py).
+
 The drive's frontier (what its files hold) is rebuilt from the signed headers of the
 files that read completely (and of those under a key this node lacks), so a damaged
 file's entries are written again by the next node that holds them.
@@ -45,6 +48,7 @@ from simpul.node.usb_drive import (
     file_name,
     write_atomic,
 )
+from simpul.node.usb_photos import leave_photos, take_photos
 from simpul.sync.bundle import Certificate, Checkpoint, Entries, Frame
 from simpul.sync.drive_file import (
     DriveFile,
@@ -88,6 +92,9 @@ class UsbReport:
     written_entries: int = 0
     removed: list[str] = field(default_factory=list)
     other_networks: list[str] = field(default_factory=list)
+    photos_taken: int = 0
+    photos_refused: int = 0
+    photos_written: int = 0
     error: str = ""
 
     @property
@@ -339,9 +346,15 @@ async def sync_drive(
         raise FileNotFoundError(f"no drive or folder at {path}")
     sync = DriveSync(node, membership, Drive(path), progress, max_file_bytes)
     drive_frontier = await sync.read()
+    folder = sync.drive.prepare(sync.network_id)
+    taken = await take_photos(node.photos, sync.membership.data_keys, folder)
+    sync.report.photos_taken, sync.report.photos_refused = taken.taken, taken.refused
     if compact:
         await sync.compact(keep_free)
     else:
         await sync.write(drive_frontier, keep_free)
     await sync.manifest(sync.drive_frontier())
+    keys, current = sync.membership.data_keys, sync.membership.data_key
+    left = await leave_photos(node.photos, keys, current, folder, keep_free)
+    sync.report.photos_written = left.written
     return sync.report
