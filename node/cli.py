@@ -116,6 +116,13 @@ main.add_command(hub)
     help="Seconds the office waits for a silent uplink node before another takes over "
     "(default 30; kept like --hub).",
 )
+@click.option(
+    "--hub-full-photos/--hub-thumbnails-only",
+    "hub_full_photos",
+    default=None,
+    help="Send house photos to the hub at full size, or thumbnails only (the default; "
+    "kept like --hub). Both count against --uplink-budget.",
+)
 @click.pass_obj
 def node(
     data_dir: Path,
@@ -127,12 +134,15 @@ def node(
     uplink_budget: str | None,
     hub_period: float | None,
     uplink_lease: float | None,
+    hub_full_photos: bool | None,
 ) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
     prepare_data_dir(data_dir)
     try:
-        uplink = uplink_state.configure(data_dir, hub_url, uplink_budget, uplink_lease)
+        uplink = uplink_state.configure(
+            data_dir, hub_url, uplink_budget, uplink_lease, hub_full_photos
+        )
     except uplink_state.UplinkConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

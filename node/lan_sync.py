@@ -16,6 +16,7 @@ from simpul.node import network_gossip
 from simpul.node.membership import Membership
 from simpul.node.peers import Peer, PeerTable
 from simpul.node.photo_sync import PhotoCourier, PhotoReport, add_photo_sync_routes, exchange_photos
+from simpul.node.photos import Photos
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
 from simpul.node.sync_session import SessionReport, SyncServer, fetch_news
@@ -76,14 +77,19 @@ class LanSync:
         if hub is not None and hub.hub is not None:
             lan.uplink = Uplink(
                 node.data_dir, hub, lan.engine, lan.client_context, lan.news, lan.poke,
-                **({"hub_period": hub_period} if hub_period else {}),
+                **({"hub_period": hub_period} if hub_period else {}), photos=node.photos,
             )  # fmt: skip
         gossip = lan.uplink.gossip if lan.uplink else None
         server = SyncServer(
             lan.engine, lan.trust, busy, lan._served, lan.news, node.counters, gossip
         )
         app = server.app()
-        add_photo_sync_routes(app, server.authenticate, node.photos)
+
+        def photos_of_peer(request: web.Request) -> Photos:
+            server.authenticate(request)
+            return node.photos
+
+        add_photo_sync_routes(app, photos_of_peer)
         lan.runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
         await lan.runner.setup()
         site = web.TCPSite(lan.runner, SYNC_HOST, port, ssl_context=lan.server_context)

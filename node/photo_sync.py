@@ -12,21 +12,24 @@ records) runs a photo exchange:
 
 Every file is checked against its hash before it is kept (both sides): one that does not
 match is thrown away, counted, and fetched again in a later session. A server takes only
-files its records reference. See docs/protocol.md, "Photo transfer".
+files its records reference. The hub serves the same endpoints per network; the uplink
+moves thumbnails only unless the admin enables full photos, checking its byte budget
+before every file (`may_continue`). See docs/protocol.md, "Photo transfer".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from simpul.crypto.node_certificate import NodeCertificate
 from simpul.node.photos import Photos
 from simpul.node.sync_session import SESSION_TIMEOUT, PeerConnector, Trust, peer_certificate
 from simpul.sync.photo_store import PhotoMismatch, is_hash
@@ -41,7 +44,7 @@ VERSION_HEADER = "X-Simpul-Photos"
 MAX_FILE = 4 * 1024 * 1024  # a re-encoded photo is ~300 KB; anything this big is wrong
 READ_CHUNK = 256 * 1024
 
-Authenticate = Callable[[web.Request], NodeCertificate]
+Pick = Callable[[web.Request], Photos]  # the photos of the request's peer, once authenticated
 
 
 class PhotoSyncError(Exception):
@@ -56,6 +59,7 @@ class PhotoReport:
     fetched: int = 0
     sent: int = 0
     refused: int = 0  # files whose bytes did not match their hash
+    stopped_by_budget: bool = False
     bytes_in: int = 0
     bytes_out: int = 0
     still_wanted: list[Wanted] = field(default_factory=list)
@@ -64,24 +68,25 @@ class PhotoReport:
 # ----- server ----------------------------------------------------------------------------
 
 
-def add_photo_sync_routes(app: web.Application, authenticate: Authenticate, photos: Photos) -> None:
-    """The photo endpoints of a node's LAN sync server."""
+def add_photo_sync_routes(app: web.Application, pick: Pick) -> None:
+    """The photo endpoints of a sync server; `pick` authenticates the peer (raising an HTTP
+    error) and gives the photos it may use."""
 
     async def wanted(request: web.Request) -> web.Response:
-        authenticate(request)
+        photos = pick(request)
         items = await photos.index.wanted()
         body = [{"hash": w.digest, "part": w.part, "size": w.size} for w in items]
         return web.json_response(body, headers={VERSION_HEADER: PHOTO_VERSION})
 
     async def serve(request: web.Request) -> web.StreamResponse:
-        authenticate(request)
+        photos = pick(request)
         digest = request.match_info["hash"]
         if not photos.store.has(digest):
             raise web.HTTPNotFound(text="photo not held here")
         return web.FileResponse(photos.store.path(digest), headers={VERSION_HEADER: PHOTO_VERSION})
 
     async def take(request: web.Request) -> web.Response:
-        peer = authenticate(request)
+        photos = pick(request)
         digest = request.match_info["hash"]
         await photos.index.refresh()
         if digest not in photos.index.referenced():
@@ -98,9 +103,9 @@ def add_photo_sync_routes(app: web.Application, authenticate: Authenticate, phot
         try:
             await asyncio.to_thread(photos.store.put, bytes(data), digest)
         except PhotoMismatch as exc:
-            log.warning("photo refused from=%s digest=%s reason=mismatch", peer.node_id, digest)
+            log.warning("photo refused remote=%s digest=%s reason=mismatch", request.remote, digest)
             raise web.HTTPUnprocessableEntity(text=str(exc)) from None
-        log.info("photo received from=%s digest=%s bytes=%d", peer.node_id, digest, len(data))
+        log.info("photo received remote=%s digest=%s bytes=%d", request.remote, digest, len(data))
         return web.Response(status=204)
 
     hashed = PHOTO_PATH.replace("{hash}", "{hash:[0-9a-f]{64}}")
@@ -116,18 +121,24 @@ class _Exchange:
     """One photo exchange with one peer over one kept-alive connection."""
 
     def __init__(
-        self, http: aiohttp.ClientSession, base_url: str, photos: Photos, report: PhotoReport
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        photos: Photos,
+        report: PhotoReport,
+        options: dict[str, Any],
     ) -> None:
         self.http = http
         self.base_url = base_url
         self.photos = photos
         self.report = report
+        self.options = options  # per request: the TLS server name the hub picks a network by
 
     def url(self, digest: str) -> str:
         return self.base_url + PHOTO_PATH.replace("{hash}", digest)
 
     async def their_wants(self) -> list[Wanted]:
-        async with self.http.get(self.base_url + WANTED_PATH) as response:
+        async with self.http.get(self.base_url + WANTED_PATH, **self.options) as response:
             if response.status != 200:
                 raise PhotoSyncError(f"peer answered {response.status} for its wanted photos")
             items = await response.json()
@@ -141,7 +152,7 @@ class _Exchange:
         if not self.photos.store.has(wanted.digest):
             return
         data = await asyncio.to_thread(self.photos.store.read, wanted.digest)
-        async with self.http.put(self.url(wanted.digest), data=data) as response:
+        async with self.http.put(self.url(wanted.digest), data=data, **self.options) as response:
             if response.status != 204:
                 log.info("photo not taken digest=%s status=%d", wanted.digest, response.status)
                 return
@@ -153,7 +164,8 @@ class _Exchange:
         store = self.photos.store
         offset = store.partial_size(wanted.digest)
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        async with self.http.get(self.url(wanted.digest), headers=headers) as response:
+        get = self.http.get(self.url(wanted.digest), headers=headers, **self.options)
+        async with get as response:
             if response.status == 404:
                 return  # the peer lacks it too
             if response.status == 200 and offset:
@@ -181,34 +193,45 @@ async def exchange_photos(
     trust: Trust,
     photos: Photos,
     expected_node_id: str | None = None,
+    *,
+    parts: tuple[str, ...] = (THUMB, FULL),
+    may_continue: Callable[[], bool] = lambda: True,
+    socket_factory: Callable[[Any], socket.socket] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> PhotoReport:
     """Send a peer the photo files it lacks and fetch the ones this node lacks, every
-    thumbnail (both ways) before any full photo."""
+    thumbnail (both ways) before any full photo; only `parts`, and each file only while
+    `may_continue()` (a byte budget)."""
     report = PhotoReport()
-    connector = PeerConnector(ssl=context, limit=1)
+    extra = {"socket_factory": socket_factory} if socket_factory else {}
+    connector = PeerConnector(ssl=context, limit=1, **extra)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
-            run = _Exchange(http, base_url, photos, report)
+            run = _Exchange(http, base_url, photos, report, options or {})
             theirs = await run.their_wants()
             peer = peer_certificate(connector.ssl_object, trust)
             if expected_node_id is not None and peer.node_id != expected_node_id:
                 raise PhotoSyncError(f"expected node {expected_node_id}, met {peer.node_id}")
             report.peer = peer.node_id
-            for part in (THUMB, FULL):
-                for wanted in await photos.index.wanted():
-                    if wanted.part == part:
-                        await run.fetch(wanted)
-                for wanted in theirs:
-                    if wanted.part == part:
-                        await run.send(wanted)
+            for part in parts:
+                mine = [w for w in await photos.index.wanted() if w.part == part]
+                for step, wanted in [(run.fetch, w) for w in mine] + [
+                    (run.send, w) for w in theirs if w.part == part
+                ]:
+                    if not may_continue():
+                        report.stopped_by_budget = True
+                        break
+                    await step(wanted)
+                if report.stopped_by_budget:
+                    break
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise PhotoSyncError(f"cannot exchange photos with {base_url}: {exc}") from exc
-    report.still_wanted = await photos.index.wanted()
+    report.still_wanted = [w for w in await photos.index.wanted() if w.part in parts]
     log.info(
         "photo exchange peer=%s fetched=%d sent=%d refused=%d bytes_in=%d bytes_out=%d "
-        "still_wanted=%d",
+        "still_wanted=%d budget_stop=%s",
         report.peer, report.fetched, report.sent, report.refused, report.bytes_in,
-        report.bytes_out, len(report.still_wanted),
+        report.bytes_out, len(report.still_wanted), report.stopped_by_budget,
     )  # fmt: skip
     return report
 

@@ -41,7 +41,12 @@ async def serving_photos(
     server_ctx, _ = contexts(network, peer, private)
     server = SyncServer(peer.engine, trust_of(network))
     app = server.app()
-    add_photo_sync_routes(app, server.authenticate, photos)
+
+    def pick(request: web.Request) -> Photos:
+        server.authenticate(request)
+        return photos
+
+    add_photo_sync_routes(app, pick)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
