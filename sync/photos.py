@@ -9,20 +9,33 @@ null) and by whom it was added (`oleh`). The bytes live in the PhotoStore
 
 `PhotoIndex` knows every hash the stored records reference, refreshed from the records
 written since its last look (the `updated_ms` of their rows), so asking what is missing
-costs what changed, not the whole store; from it come the files to fetch (thumbnails
-first) and the files no reference needs any more (garbage).
+costs what changed, not the whole store (the first look in a data dir reads every
+record once); from it come the files to fetch (thumbnails first) and the files no
+reference needs any more (garbage).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from automerge import core
+
 from simpul.sync.database import Database
 from simpul.sync.photo_store import PhotoStore, is_hash
-from simpul.sync.record_doc import PHOTOS, RecordDoc, RecordDocError
+from simpul.sync.record_doc import (
+    PHOTOS,
+    RecordDoc,
+    RecordDocError,
+    extract,
+    fold_photos,
+    is_photo_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +45,8 @@ FULL = "besar"
 # records' rows carry the time their body was written, taken before the commit: look
 # back this far so a write that committed late is not missed
 LOOK_BACK_MS = 120_000
+SCAN_BATCH = 500
+INDEX_FILE = "index.json"
 
 
 def reference(
@@ -90,40 +105,116 @@ class Wanted:
     size: int  # bytes, as the reference says (0 when it does not say)
 
 
+def _photo_files(data: bytes) -> dict[str, tuple[str, int]]:
+    """The photo files one stored record references: digest -> (part, size). Reads only the
+    photo keys of the document (a full read costs three times as much)."""
+    doc = RecordDoc.load(data)
+    keys = [k for k in doc.doc.keys(core.ROOT) if is_photo_key(k)]
+    if not keys:
+        return {}
+    fields = {k: extract(doc.doc, obj) for k in keys if (obj := _map_of(doc.doc, k)) is not None}
+    files: dict[str, tuple[str, int]] = {}
+    for digest, ref in photos_of(fold_photos(fields)).items():
+        files[digest] = (FULL, int(ref.get("ukuran") or 0))
+        files[ref[THUMB]] = (THUMB, int(ref.get("kecil_ukuran") or 0))
+    return files
+
+
+def _map_of(doc: core.Document, key: str) -> bytes | None:
+    got = doc.get(core.ROOT, key)
+    return got[1] if got is not None and got[0] == core.ObjType.Map else None
+
+
+def _scan(rows: list[tuple[str, bytes]]) -> dict[str, dict[str, tuple[str, int]] | None]:
+    """Each record's photo files (None for a document that does not load)."""
+    found: dict[str, dict[str, tuple[str, int]] | None] = {}
+    for record_id, data in rows:
+        try:
+            found[record_id] = _photo_files(data)
+        except RecordDocError as exc:
+            log.warning("photo index skip record=%s error=%s", record_id, exc)
+            found[record_id] = None
+    return found
+
+
 class PhotoIndex:
-    """The photo files the stored records reference, kept up to date incrementally."""
+    """The photo files the stored records reference, kept up to date incrementally.
+
+    A refresh looks at the records whose row was written since the newest it saw (less
+    LOOK_BACK_MS, as a row's time is taken before its commit), skips those whose (time,
+    size) it has already read, and reads the photo keys of the rest, off the event loop.
+    What it knows is kept in `photos/index.json` (a cache: a damaged one is rebuilt), so
+    a new process, such as `simpul status`, starts where the last one stopped.
+    """
 
     def __init__(self, db: Database, store: PhotoStore) -> None:
         self.db = db
         self.store = store
         self._refs: dict[str, dict[str, tuple[str, int]]] = {}  # record -> digest -> part
         self._seen_ms: int | None = None
+        self._saved_ms: int | None = None  # the watermark in the cache file
+        self._versions: dict[str, tuple[int, int]] = {}  # recent records: (time, size) read
+        self._cache = store.root / INDEX_FILE
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            saved = json.loads(self._cache.read_text())
+            refs = {
+                rid: {d: (str(part), int(size)) for d, (part, size) in files.items()}
+                for rid, files in saved["refs"].items()
+            }
+            seen = int(saved["seen_ms"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("photo index cache ignored path=%s error=%s", self._cache, exc)
+            return
+        self._refs, self._seen_ms, self._saved_ms = refs, seen, seen
+
+    def _save(self) -> None:
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        temp = self._cache.with_name(f"{INDEX_FILE}.{os.getpid()}.new")
+        temp.write_text(json.dumps({"seen_ms": self._seen_ms, "refs": self._refs}))
+        os.replace(temp, self._cache)
 
     async def refresh(self) -> None:
         """Read the photo references of every record written since the last refresh."""
-        sql = "SELECT r.id, b.doc, r.updated_ms FROM records r JOIN record_bodies b USING (id)"
+        sql = (
+            "SELECT r.id, r.updated_ms, length(b.doc)"
+            " FROM records r JOIN record_bodies b USING (id)"
+        )
         params: tuple[int, ...] = ()
         if self._seen_ms is not None:
             sql += " WHERE r.updated_ms >= ?"
             params = (self._seen_ms - LOOK_BACK_MS,)
-        newest = self._seen_ms or 0
-        async with self.db.reader.execute(sql, params) as cursor:
-            async for record_id, data, updated in cursor:
-                newest = max(newest, updated)
-                try:
-                    household = RecordDoc.load(data).household()
-                except RecordDocError as exc:
-                    log.warning("photo index skip record=%s error=%s", record_id, exc)
+        rows = await self.db.fetchall(sql, params)
+        fresh = [(rid, (int(at), int(size))) for rid, at, size in rows]
+        todo = [rid for rid, version in fresh if self._versions.get(rid) != version]
+        changed = False
+        for start in range(0, len(todo), SCAN_BATCH):
+            ids = todo[start : start + SCAN_BATCH]
+            marks = ",".join("?" * len(ids))
+            bodies = await self.db.fetchall(
+                f"SELECT id, doc FROM record_bodies WHERE id IN ({marks})", ids
+            )
+            for record_id, files in (await asyncio.to_thread(_scan, bodies)).items():
+                if files is None:
                     continue
-                files: dict[str, tuple[str, int]] = {}
-                for digest, ref in photos_of(household).items():
-                    files[digest] = (FULL, int(ref.get("ukuran") or 0))
-                    files[ref[THUMB]] = (THUMB, int(ref.get("kecil_ukuran") or 0))
+                if files != self._refs.get(record_id, {}):
+                    changed = True
                 if files:
                     self._refs[record_id] = files
                 else:
                     self._refs.pop(record_id, None)
+        newest = max([self._seen_ms or 0, *(v[0] for _, v in fresh)])
+        floor = newest - LOOK_BACK_MS
+        self._versions = {rid: v for rid, v in {**self._versions, **dict(fresh)}.items()
+                          if v[0] >= floor}  # fmt: skip
         self._seen_ms = newest
+        if changed or self._saved_ms is None or newest - self._saved_ms >= LOOK_BACK_MS // 2:
+            await asyncio.to_thread(self._save)
+            self._saved_ms = newest
 
     def referenced(self) -> dict[str, tuple[str, int]]:
         """Every referenced file: digest -> (part, size)."""

@@ -32,8 +32,10 @@ def household(index: int = 0) -> dict:
 
 
 def files_under(data_dir: Path) -> set[str]:
+    """Every file of the photo store (temporary ones too), but the index cache."""
     root = data_dir / "photos"
-    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    found = {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    return found - {"index.json"}
 
 
 def test_reencode_shrinks_strips_exif_and_keeps_the_time_taken() -> None:
