@@ -87,6 +87,8 @@ async def serve(
     USB watcher syncs drives mounted under its roots (plus `usb_roots`).
     """
     async with open_node(data_dir) as node:
+        # photo files a crash left unreferenced (stored, then the change not written)
+        await node.photos.index.collect()
         usb = UsbWatcher.from_environment(node, usb_roots or [])
         runner = web.AppRunner(build_app(node, usb), access_log=None)
         await runner.setup()

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import Api, generate, make_token, simpul_cli
+from conftest import Api, NodeProcess, generate, make_token, simpul_cli, start_node_process
 from photo_files import large_phone_photo, phone_photo
 from PIL import Image
 from test_backup import backup, restore
@@ -289,3 +289,14 @@ async def test_verify_sets_a_damaged_photo_aside_to_be_fetched_again(tmp_path: P
     assert not path.exists() and (data_dir / "photos" / "damaged" / ref["hash"]).exists()
     async with open_node(data_dir) as node:
         assert (await node.photos.status())["full_missing"] == 1
+
+
+async def test_a_starting_node_removes_photo_files_nothing_references(
+    tmp_path: Path, node_processes: list[NodeProcess]
+) -> None:
+    data_dir = tmp_path / "node"
+    (ref,) = await node_with_photos(data_dir, 1)
+    orphan = PhotoStore(data_dir).put(phone_photo(99))  # as if the change was never written
+    node_processes.append(await start_node_process(data_dir))
+    assert files_under(data_dir) == {ref["hash"], ref["kecil"]}
+    assert orphan not in files_under(data_dir)
