@@ -91,6 +91,11 @@ async def test_upload_a_photo_see_it_here_and_on_the_other_node(
     await page.click("#foto button.primary")
     assert "bukan foto" in await page.locator("p.alert").inner_text()
     await page.goto(f"{a.url}/keluarga/{record_id}")
+    too_big = {"name": "besar.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * (26 << 20)}
+    await page.set_input_files("#foto-berkas", too_big)
+    await page.click("#foto button.primary")
+    assert "terlalu besar" in await page.locator("p.alert").inner_text()
+    await page.goto(f"{a.url}/keluarga/{record_id}")
     assert await page.locator("#foto li.photo").count() == 0
 
     await page.select_option("#foto-jenis", "depan")
