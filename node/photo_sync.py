@@ -242,7 +242,6 @@ class PhotoCourier:
     def __init__(self, run: Callable[[str, str | None], Awaitable[PhotoReport]]) -> None:
         self._run = run
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.last: dict[str, PhotoReport] = {}
 
     def after_session(self, address: str, node_id: str | None) -> None:
         """Records with this peer are done: start a photo exchange unless one runs."""
@@ -253,7 +252,7 @@ class PhotoCourier:
 
     async def _one(self, address: str, node_id: str | None) -> None:
         try:
-            self.last[address] = await self._run(address, node_id)
+            await self._run(address, node_id)
         except PhotoSyncError as exc:
             log.info("photo exchange failed peer=%s error=%s", address, exc)
         except Exception:

@@ -60,6 +60,9 @@ class PhotoStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / PHOTO_DIR
         self.tmp = self.root / TMP
+        # hashes seen on disk: asking what is missing checks each referenced file, and a
+        # stat per file per sync adds up (files only go through remove and set_aside)
+        self._seen: set[str] = set()
 
     def open(self) -> None:
         """Create the folders and sweep temp files a crash left (not partial downloads)."""
@@ -74,7 +77,12 @@ class PhotoStore:
         return self.root / digest[:2] / digest
 
     def has(self, digest: str) -> bool:
-        return is_hash(digest) and self.path(digest).is_file()
+        if digest in self._seen:
+            return True
+        if is_hash(digest) and self.path(digest).is_file():
+            self._seen.add(digest)
+            return True
+        return False
 
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size
@@ -164,6 +172,7 @@ class PhotoStore:
                     yield item.name
 
     def remove(self, digest: str) -> None:
+        self._seen.discard(digest)
         self.path(digest).unlink(missing_ok=True)
 
     def check(self, digest: str) -> bool:
@@ -177,6 +186,7 @@ class PhotoStore:
     def set_aside(self, digest: str) -> Path:
         """Move a damaged file out of the store (so it counts as missing and is fetched
         again); where it went."""
+        self._seen.discard(digest)
         aside = self.root / DAMAGED
         aside.mkdir(exist_ok=True, mode=0o700)
         target = aside / digest
