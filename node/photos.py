@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from simpul.sync.database import Database
-from simpul.sync.photo_image import PhotoRejected, reencode
 from simpul.sync.photo_store import PhotoStore, is_hash, sha256_hex
 from simpul.sync.photos import KINDS, PhotoIndex, photos_of, reference, with_photo, without_photo
 from simpul.sync.store import RecordNotFound, RecordStore
@@ -43,6 +42,9 @@ class Photos:
         Raises PhotoRejected (bad image, unknown kind), RecordNotFound, OutOfScope or
         DiskFull; on any of them no new file is left behind.
         """
+        # Pillow only here: every `simpul` command opens a node, few of them add photos
+        from simpul.sync.photo_image import PhotoRejected, reencode
+
         if kind not in KINDS:
             raise PhotoRejected("kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         encoded = await asyncio.to_thread(reencode, data)

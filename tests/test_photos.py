@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,3 +302,9 @@ async def test_a_starting_node_removes_photo_files_nothing_references(
     node_processes.append(await start_node_process(data_dir))
     assert files_under(data_dir) == {ref["hash"], ref["kecil"]}
     assert orphan not in files_under(data_dir)
+
+
+def test_the_command_line_loads_pillow_only_to_add_a_photo() -> None:
+    probe = "import sys, simpul.node.cli, simpul.node.node_status; print('PIL' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "False", loaded.stderr
