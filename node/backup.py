@@ -2,11 +2,12 @@
 
 A backup is taken while the node runs: `VACUUM INTO` on a reading connection copies one
 consistent snapshot of the database (readers never block the node's writer in WAL mode),
-and the network files are copied beside it. The file (format in docs/protocol.md)::
+and the network files and the house photos (photos/<xx>/<sha256>) are copied beside it.
+The file (format in docs/protocol.md)::
 
     "SBK1" | log2(N) | r | p | salt 16 | nonce prefix 7        header (crypto/passphrase_key.py)
     AES-256-GCM segments (crypto/sealed_stream.py)             key = scrypt(passphrase)
-      of a zstd frame of a tar stream: manifest.json, simpul.db, network/...
+      of a zstd frame of a tar stream: manifest.json, simpul.db, network/..., photos/...
 
 The node's private keys (`node.key`, `exchange.key`) are never in a backup. A restore makes
 a new identity on the new device (decision 0009): the old node id's feed becomes history
@@ -45,6 +46,7 @@ from simpul.crypto.sealed_stream import (
 )
 from simpul.node.membership import EXCHANGE_KEY_FILE, NETWORK_DIR, NODE_CERT, ROOT_KEY
 from simpul.node.runtime import DB_FILE, KEY_FILE, open_node, prepare_data_dir
+from simpul.sync.photo_store import PHOTO_DIR, PhotoStore, is_hash
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,19 @@ def _network_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
 
 
+def _photo_files(data_dir: Path) -> list[Path]:
+    """The stored photo files (not partial downloads nor damaged ones set aside)."""
+    store = PhotoStore(data_dir)
+    return sorted(store.path(digest) for digest in store.held())
+
+
+def _is_photo_path(path: PurePosixPath) -> bool:
+    parts = path.parts
+    return (
+        len(parts) == 3 and parts[0] == PHOTO_DIR and is_hash(parts[2]) and parts[1] == parts[2][:2]
+    )
+
+
 def _add(tar: tarfile.TarFile, name: str, source: BinaryIO, size: int) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o600, int(time.time())
@@ -129,7 +144,7 @@ def write_backup(
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=data_dir) as tmp:
         snapshot = Path(tmp) / DB_FILE
         version, records = _snapshot(database, snapshot)
-        files = _network_files(data_dir)
+        files = _network_files(data_dir) + _photo_files(data_dir)
         manifest = Manifest(
             FORMAT_VERSION,
             node_id,
@@ -173,7 +188,8 @@ def _safe_member(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or not path.parts:
         raise BackupError(f"the backup holds an unsafe path {name!r}; refused")
-    if path.as_posix() not in (MANIFEST, DB_FILE) and path.parts[0] != NETWORK_DIR:
+    known = path.as_posix() in (MANIFEST, DB_FILE) or path.parts[0] == NETWORK_DIR
+    if not (known or _is_photo_path(path)):
         raise BackupError(f"the backup holds an unexpected file {name!r}; refused")
     return path
 
@@ -233,7 +249,7 @@ def _check_database(path: Path) -> None:
 
 
 def _refuse_existing_node(data_dir: Path) -> None:
-    for name in (KEY_FILE, DB_FILE, EXCHANGE_KEY_FILE, NETWORK_DIR):
+    for name in (KEY_FILE, DB_FILE, EXCHANGE_KEY_FILE, NETWORK_DIR, PHOTO_DIR):
         if (data_dir / name).exists():
             raise BackupError(
                 f"{data_dir} already holds a node ({name}); restore onto a new, empty data dir"
@@ -256,6 +272,8 @@ async def restore(source: Path, data_dir: Path, passphrase: str) -> Restored:
         if (staging / NETWORK_DIR).exists():
             (staging / NETWORK_DIR).rename(data_dir / NETWORK_DIR)
         (staging / DB_FILE).rename(data_dir / DB_FILE)
+        if (staging / PHOTO_DIR).exists():
+            (staging / PHOTO_DIR).rename(data_dir / PHOTO_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     async with open_node(data_dir) as node:  # makes the new key; migrates an older schema
@@ -267,6 +285,7 @@ async def restore(source: Path, data_dir: Path, passphrase: str) -> Restored:
                     (bytes.fromhex(manifest.node_id), certificate),
                 )
         records = (await node.records.counts())["records"]
+        await node.photos.verify()  # a damaged photo is set aside and fetched again
         new_id = node.node_id
     log.info(
         "restore done old_node_id=%s new_node_id=%s records=%d",

@@ -116,6 +116,13 @@ main.add_command(hub)
     help="Seconds the office waits for a silent uplink node before another takes over "
     "(default 30; kept like --hub).",
 )
+@click.option(
+    "--hub-full-photos/--hub-thumbnails-only",
+    "hub_full_photos",
+    default=None,
+    help="Send house photos to the hub at full size, or thumbnails only (the default; "
+    "kept like --hub). Both count against --uplink-budget.",
+)
 @click.pass_obj
 def node(
     data_dir: Path,
@@ -127,12 +134,15 @@ def node(
     uplink_budget: str | None,
     hub_period: float | None,
     uplink_lease: float | None,
+    hub_full_photos: bool | None,
 ) -> None:
     """Run this node (web UI and JSON API) until stopped."""
     host, port = parse_listen(listen)
     prepare_data_dir(data_dir)
     try:
-        uplink = uplink_state.configure(data_dir, hub_url, uplink_budget, uplink_lease)
+        uplink = uplink_state.configure(
+            data_dir, hub_url, uplink_budget, uplink_lease, hub_full_photos
+        )
     except uplink_state.UplinkConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -308,11 +318,20 @@ def show_uplink(uplink: dict[str, Any] | None) -> None:
 @main.command()
 @click.pass_obj
 def verify(data_dir: Path) -> None:
-    """Verify every feed: hash chains and checkpoint signatures."""
+    """Verify every feed (hash chains and checkpoint signatures) and every photo file
+    (against its SHA-256; a damaged one is set aside and fetched again from a peer)."""
 
-    async def go() -> dict[str, int]:
+    async def go() -> tuple[dict[str, int], int, list[str]]:
         async with open_node(data_dir) as opened:
-            return await opened.records.verify_feeds(verify_signature)
+            feeds = await opened.records.verify_feeds(verify_signature)
+            return feeds, *await opened.photos.verify()
 
-    for origin, seq in run(go()).items():
+    feeds, photos, damaged = run(go())
+    for origin, seq in feeds.items():
         click.echo(f"feed {origin}: {seq} entries verified")
+    click.echo(f"photos: {photos - len(damaged)} of {photos} files match their hash")
+    if damaged:
+        raise click.ClickException(
+            f"{len(damaged)} photo files were damaged ({', '.join(d[:16] for d in damaged)}); "
+            "set aside under photos/damaged/, they will be fetched again from a peer"
+        )

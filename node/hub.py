@@ -44,6 +44,8 @@ from simpul.node.lan_sync import KEEPALIVE_SECONDS, TLS_DIR
 from simpul.node.membership import Membership
 from simpul.node.metrics import CONTENT_TYPE, from_loopback, sample
 from simpul.node.network_gossip import NewsDesk
+from simpul.node.photo_sync import add_photo_sync_routes
+from simpul.node.photos import Photos
 from simpul.node.runtime import KEY_FILE, prepare_data_dir
 from simpul.node.sync_session import NEWS, PULL, PUSH, SessionReport, SyncServer
 from simpul.node.systemd_notify import Notifier
@@ -198,12 +200,19 @@ class Hub:
         taken = served.news.take(offered)
         return web.json_response({"taken": taken, "version": served.news.version()})
 
+    def photos_of_peer(self, request: web.Request) -> Photos:
+        """The photos of the network the request names, for a member of it."""
+        served = self._served(request)
+        served.server.authenticate(request)
+        return self.store.photos(served.network_id)
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_NEWS_BYTES)
         app.router.add_post(PULL, self.pull)
         app.router.add_post(PUSH, self.push)
         app.router.add_get(NEWS, self.news_offer)
         app.router.add_post(NEWS, self.news_take)
+        add_photo_sync_routes(app, self.photos_of_peer)
         return app
 
     async def status(self) -> dict[str, Any]:

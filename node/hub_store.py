@@ -25,6 +25,7 @@ from simpul.node.hub_staging import (
     StagingReceiver,
 )
 from simpul.node.membership import Membership
+from simpul.node.photos import Photos
 from simpul.node.runtime import Node, open_node
 from simpul.sync.bundle import Frame, Hello
 from simpul.sync.engine import Receiver, SyncEngine, TrustPolicy
@@ -56,6 +57,8 @@ class HubStore(Protocol):
 
     async def counts(self, network_id: str) -> dict[str, int]: ...
 
+    def photos(self, network_id: str) -> Photos: ...
+
     async def close(self) -> None: ...
 
 
@@ -84,6 +87,10 @@ class SqliteHubStore:
 
     async def counts(self, network_id: str) -> dict[str, int]:
         return await self._nodes[network_id].records.counts()
+
+    def photos(self, network_id: str) -> Photos:
+        """The network's house photos: files in its folder, referenced from its records."""
+        return self._nodes[network_id].photos
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -19,6 +19,8 @@ from simpul.node import network_gossip
 from simpul.node.http_guard import name_server
 from simpul.node.membership import Membership
 from simpul.node.peers import Peer, PeerTable
+from simpul.node.photo_sync import PhotoCourier, PhotoReport, add_photo_sync_routes, exchange_photos
+from simpul.node.photos import Photos
 from simpul.node.runtime import Node
 from simpul.node.sync_scheduler import SyncScheduler
 from simpul.node.sync_session import SessionReport, SyncServer, fetch_news
@@ -54,6 +56,7 @@ class LanSync:
         self.listener: asyncio.Server | None = None
         self.scheduler: SyncScheduler | None = None
         self.uplink: Uplink | None = None
+        self.photos = PhotoCourier(self._exchange_photos)
         self.port = 0
 
     def poke(self) -> None:
@@ -82,16 +85,21 @@ class LanSync:
         if hub is not None and hub.hub is not None:
             lan.uplink = Uplink(
                 node.data_dir, hub, lan.engine, lan.client_context, lan.news, lan.poke,
-                **({"hub_period": hub_period} if hub_period else {}),
+                **({"hub_period": hub_period} if hub_period else {}), photos=node.photos,
             )  # fmt: skip
         gossip = lan.uplink.gossip if lan.uplink else None
         server = SyncServer(
             lan.engine, lan.trust, busy, lan._served, lan.news, node.counters, gossip
         )
         name_server()
-        lan.runner = web.AppRunner(
-            server.app(), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
-        )
+        app = server.app()
+
+        def photos_of_peer(request: web.Request) -> Photos:
+            server.authenticate(request)
+            return node.photos
+
+        add_photo_sync_routes(app, photos_of_peer)
+        lan.runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
         await lan.runner.setup()
         assert lan.runner.server is not None
         # aiohttp's TCPSite takes no handshake timeout; its low-level server is a protocol
@@ -138,8 +146,15 @@ class LanSync:
     def membership(self) -> Membership:
         return self.news.membership
 
+    async def _exchange_photos(self, address: str, node_id: str | None) -> PhotoReport:
+        return await exchange_photos(
+            f"https://{address}", self.client_context, self.trust, self.node.photos, node_id
+        )
+
     async def _after_session(self, peer: Peer, report: SessionReport) -> None:
-        """Fetch a peer's network news when it is newer than ours, and take it."""
+        """Start moving photo files in the background (records are done); fetch a peer's
+        network news when it is newer than ours, and take it."""
+        self.photos.after_session(peer.address, report.peer or peer.node_id)
         if not report.news or not network_gossip.is_newer(report.news, self.news.version()):
             return
         self.news.take(await fetch_news(f"https://{peer.address}", self.client_context))
@@ -149,6 +164,7 @@ class LanSync:
             self.scheduler.peer_seen(peer)
 
     async def stop(self) -> None:
+        await self.photos.stop()
         if self.uplink is not None:
             await self.uplink.stop()
         if self.scheduler is not None:

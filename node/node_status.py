@@ -42,4 +42,5 @@ async def status_of(node: Node) -> dict[str, Any]:
         "peers": peers,
         "usb": read_status(node.data_dir),
         "uplink": uplink_state.facts(node.data_dir, sync.frontier),
+        "photos": await node.photos.status(),
     }

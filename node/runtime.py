@@ -10,11 +10,13 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from simpul.crypto.node_key import NodeKey
 from simpul.node.clock_floor import ClockFloor, load_floor, release_floor
 from simpul.node.membership import load_membership
+from simpul.node.photos import Photos
 from simpul.node.sync_counters import SyncCounters
 from simpul.sync.database import DB_FILE, Database
 from simpul.sync.operators import Operators
@@ -48,6 +50,11 @@ class Node:
     @property
     def node_id(self) -> str:
         return self.key.node_id_hex
+
+    @cached_property
+    def photos(self) -> Photos:
+        """The house photos (files under the data dir), opened on first use."""
+        return Photos(self.data_dir, self.db, self.records)
 
 
 def prepare_data_dir(data_dir: Path) -> None:

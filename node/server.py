@@ -31,13 +31,14 @@ from simpul.node.web import add_web_routes, page_auth
 from simpul.node.web_admin import add_admin_routes
 from simpul.node.web_dashboard import add_dashboard_routes
 from simpul.node.web_households import add_household_routes
+from simpul.node.web_photos import add_photo_routes, photo_uploads
 
 log = logging.getLogger(__name__)
 
 
 def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[answer_failures, page_auth, bearer_auth, refuse_wrong_clock],
+        middlewares=[answer_failures, photo_uploads, page_auth, bearer_auth, refuse_wrong_clock],
         client_max_size=1024 * 1024,
     )
     app[NODE_KEY] = node
@@ -45,6 +46,7 @@ def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
     add_web_routes(app)
     add_dashboard_routes(app)
     add_household_routes(app)
+    add_photo_routes(app)
     add_admin_routes(app)
     add_routes(app)
     add_enroll_routes(app)
@@ -88,6 +90,8 @@ async def serve(
     USB watcher syncs drives mounted under its roots (plus `usb_roots`).
     """
     async with open_node(data_dir) as node:
+        # photo files a crash left unreferenced (stored, then the change not written)
+        await node.photos.index.collect()
         usb = UsbWatcher.from_environment(node, usb_roots or [])
         runner = web.AppRunner(
             build_app(node, usb), access_log=None, keepalive_timeout=PAGE_IDLE_SECONDS

@@ -16,7 +16,10 @@ once), and the hub frontier in base64 (the frontier encoding of docs/protocol.md
   takes over (within a minute with the default lease).
 
 The uplink runs a round (`node/uplink_session.py`) whenever this node's frontier is ahead
-of the hub frontier, and every `hub_period` seconds to bring the hub's changes down. The
+of the hub frontier, and every `hub_period` seconds to bring the hub's changes down. After
+a round that finished its records, house photos go up and come down (`node/photo_sync.py`):
+thumbnails only unless `full_photos` is set, each file only while the budget allows; a cut
+upload resumes with the files the hub still lacks, never resending one it holds. The
 byte budget is checked before every piece: when today's or this month's bytes are spent
 the uplink stops, says so in the log and the status, and starts again the next day/month.
 Every node keeps the hub frontier it hears, so each record can say whether the hub holds
@@ -38,10 +41,13 @@ from urllib.parse import urlsplit
 from simpul.node import uplink_state
 from simpul.node.hub_networks import server_name
 from simpul.node.network_gossip import NewsDesk, is_newer
+from simpul.node.photo_sync import PhotoSyncError, exchange_photos
+from simpul.node.photos import Photos
 from simpul.node.sync_session import Dial, SessionError, frontier_header, parse_frontier_header
 from simpul.node.uplink_session import Meter, hub_round, post_news
 from simpul.sync.engine import SyncEngine
 from simpul.sync.frontier import Frontier, FrontierError
+from simpul.sync.photos import FULL, THUMB
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +123,10 @@ class Uplink:
         news: NewsDesk,
         poke_lan: Callable[[], None],
         hub_period: float = HUB_PERIOD_SECONDS,
+        photos: Photos | None = None,
     ) -> None:
         assert config.hub is not None
+        self.photos = photos
         self.data_dir = data_dir
         self.config = config
         self.engine = engine
@@ -273,6 +281,35 @@ class Uplink:
         if done.report.received:
             self.poke_lan()  # the hub's changes travel on over the LAN
         await self._pass_news(done.report.news)
+        await self._photos_round()
+
+    async def _photos_round(self) -> None:
+        """House photos with the hub, after the records, inside the byte budget."""
+        if self.photos is None:
+            return
+        meter = Meter()
+        parts = (THUMB, FULL) if self.config.full_photos else (THUMB,)
+        try:
+            report = await exchange_photos(
+                self.dial.base_url,
+                self.dial.context,
+                self.dial.trust,
+                self.photos,
+                parts=parts,
+                may_continue=lambda: self.budget_spent_with(meter.total) is None,
+                socket_factory=meter.socket,
+                options=self.dial.options(),
+            )
+        except PhotoSyncError as exc:
+            log.warning("uplink photos failed reason=%s", exc)
+            return
+        finally:
+            self.state.charge(meter.total, datetime.now())
+            self._save()
+        if report.stopped_by_budget:
+            spent = self.budget_spent() or "the budget is spent"
+            log.warning("uplink photos stopped reason=budget detail=%s", spent)
+            self._set("budget", spent)
 
     def budget_spent_with(self, in_flight: int) -> str | None:
         self.state.charge(in_flight, datetime.now())

@@ -80,6 +80,7 @@ class UplinkConfig:
     budget_day: int | None = None
     budget_month: int | None = None
     lease_seconds: float = LEASE_SECONDS
+    full_photos: bool = False  # photos to the hub: thumbnails only unless the admin says so
 
 
 def load_config(data_dir: Path) -> UplinkConfig:
@@ -101,7 +102,11 @@ def save_config(data_dir: Path, config: UplinkConfig) -> None:
 
 
 def configure(
-    data_dir: Path, hub: str | None, budget: str | None, lease: float | None = None
+    data_dir: Path,
+    hub: str | None,
+    budget: str | None,
+    lease: float | None = None,
+    full_photos: bool | None = None,
 ) -> UplinkConfig:
     """The stored settings, updated with what was given on the command line."""
     config = load_config(data_dir)
@@ -111,7 +116,9 @@ def configure(
         config.budget_day, config.budget_month = parse_budget(budget)
     if lease is not None:
         config.lease_seconds = check_lease(lease)
-    if hub is not None or budget is not None or lease is not None:
+    if full_photos is not None:
+        config.full_photos = full_photos
+    if hub is not None or budget is not None or lease is not None or full_photos is not None:
         save_config(data_dir, config)
     return config
 

@@ -24,6 +24,9 @@ Drive files are streamed, a batch of segments at a time; every read and write of
 drive runs in a worker thread and a drive that does not answer within `STALL_SECONDS`
 ends the sync with `DriveStalled`, so the USB status never stays "berjalan".
 
+House photos travel after the records, sealed under the data key in the drive's `foto/`
+folder (node/usb_photos.py).
+
 The drive's frontier (what its files hold) is rebuilt from the signed headers of the
 files that read completely (and of those under a key this node lacks), so a damaged
 file's entries are written again by the next node that holds them.
@@ -61,6 +64,7 @@ from simpul.node.usb_drive import (
     read_manifest,
     write_manifest,
 )
+from simpul.node.usb_photos import leave_photos, take_photos
 from simpul.sync.bundle import Certificate, Checkpoint, Entries, Frame
 from simpul.sync.drive_file import (
     DriveFile,
@@ -121,6 +125,9 @@ class UsbReport:
     written_entries: int = 0
     removed: list[str] = field(default_factory=list)
     other_networks: list[str] = field(default_factory=list)
+    photos_taken: int = 0
+    photos_refused: int = 0
+    photos_written: int = 0
     error: str = ""
 
     @property
@@ -425,9 +432,14 @@ async def sync_drive(
     with simpul, folder:
         sync = DriveSync(node, membership, drive, (simpul, folder), progress, max_file_bytes)
         drive_frontier = await sync.read()
+        taken = await take_photos(node.photos, membership.data_keys, folder, drive_io)
+        sync.report.photos_taken, sync.report.photos_refused = taken.taken, taken.refused
         if compact:
             await sync.compact(keep_free)
         else:
             await sync.write(drive_frontier, keep_free)
         await sync.manifest(sync.drive_frontier())
+        keys, current = membership.data_keys, membership.data_key
+        left = await leave_photos(node.photos, keys, current, folder, keep_free, drive_io)
+        sync.report.photos_written = left.written
     return sync.report

@@ -11,6 +11,8 @@ import re
 import time
 from datetime import date, datetime
 
+from simpul.node.photo_text import PHOTO_CATALOGUE
+
 LANGUAGES = ("id", "en")
 DEFAULT_LANGUAGE = "id"
 
@@ -454,6 +456,9 @@ def iso(ms: int | None) -> str | None:
     if not ms:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+CATALOGUE.update(PHOTO_CATALOGUE)  # node/photo_text.py: the house photo section
 
 
 class Text:

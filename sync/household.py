@@ -35,6 +35,9 @@ HOUSEHOLD_FIELDS = (
 )
 # Fields a household may carry but need not: the reason a proposal was returned or refused.
 OPTIONAL_FIELDS = ("catatan_usulan",)
+# Photo references: read-only here, written through the photo endpoints (sync/photos.py).
+# A whole household sent back as it was read may carry them; they are left out.
+PHOTOS_FIELD = "foto"
 # Fields a partial update (validate_fields) may carry: all but the members.
 UPDATABLE_FIELDS = (*(f for f in HOUSEHOLD_FIELDS if f != "anggota"), *OPTIONAL_FIELDS)
 
@@ -421,10 +424,14 @@ def validate_fields(data: object) -> dict:
     if not isinstance(data, dict):
         raise ValidationError([FieldError("", f"expected an object, got {_json_type(data)}")])
     errors: list[FieldError] = []
-    for key, why in (("id", "the id cannot be changed"), ("anggota", "change members one by one")):
+    for key, why in (
+        ("id", "the id cannot be changed"),
+        ("anggota", "change members one by one"),
+        (PHOTOS_FIELD, "add or remove photos through /api/v1/records/{id}/photos"),
+    ):
         if key in data:
             errors.append(FieldError(key, f"not allowed in a field update: {why}"))
-    plain = {k: v for k, v in data.items() if k not in ("id", "anggota")}
+    plain = {k: v for k, v in data.items() if k not in ("id", "anggota", PHOTOS_FIELD)}
     result = _check_fields(plain, UPDATABLE_FIELDS, _HOUSEHOLD_CHECKS, "", errors, partial=True)
     if result is None or errors:
         raise ValidationError(errors)
@@ -436,12 +443,13 @@ def validate_household(data: object) -> dict:
 
     `id` is kept (canonical lower-case form) when it is a valid UUID string and left out
     otherwise. Needs every field of HOUSEHOLD_FIELDS and at least one member; members' NIKs
-    must be distinct. The number of "Kepala Keluarga" is deliberately not checked.
+    must be distinct. The number of "Kepala Keluarga" is deliberately not checked. Photo
+    references (`foto`) are left out: the store keeps them as they are.
     """
     if not isinstance(data, dict):
         raise ValidationError([FieldError("", f"expected an object, got {_json_type(data)}")])
     errors: list[FieldError] = []
-    plain = {k: v for k, v in data.items() if k not in ("id", "anggota")}
+    plain = {k: v for k, v in data.items() if k not in ("id", "anggota", PHOTOS_FIELD)}
     result = _check_fields(plain, UPDATABLE_FIELDS, _HOUSEHOLD_CHECKS, "", errors, partial=False)
     members = _members(data.get("anggota"), "anggota" in data, errors)
     if result is None or members is None or errors:

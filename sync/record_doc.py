@@ -3,7 +3,12 @@
 Layout of the document root: every household field of the shared record shape, with
 `rumah` a map (so different house fields merge), `program` a list of strings, `anggota`
 a list of member maps each carrying a stable short `id` (so edits to different members
-merge). Every change also sets `_by` (operator username) and `_at` (Unix ms), so the
+merge). Each photo of the house is a root key of its own, `foto_<first 16 hex of its
+SHA-256>`, holding a map of its reference (sync/photos.py): photos added on two nodes at
+once are two keys and merge; one photo touched on both is a conflict like any field; a
+removal deletes its key. Outside the document, the photo keys are folded into one
+`foto` field (hash -> reference), which `set_state` rewrites only when the target names
+it. Every change also sets `_by` (operator username) and `_at` (Unix ms), so the
 audit trail is inside the change and covered by its hash; `_deleted` marks a tombstone.
 The node is the Automerge actor (its 16-byte node id).
 """
@@ -22,6 +27,31 @@ AUDIT_AT = "_at"
 TOMBSTONE = "_deleted"
 INTERNAL_KEYS = (AUDIT_BY, AUDIT_AT, TOMBSTONE)
 MEMBERS = "anggota"
+PHOTOS = "foto"
+PHOTO_PREFIX = "foto_"
+PHOTO_KEY_HEX = 16
+
+
+def photo_key(digest: str) -> str:
+    """The root key of the photo whose SHA-256 (hex) is `digest`."""
+    return PHOTO_PREFIX + digest[:PHOTO_KEY_HEX]
+
+
+def is_photo_key(key: str) -> bool:
+    return key.startswith(PHOTO_PREFIX)
+
+
+def fold_photos(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Document fields with the photo keys folded into `foto` (hash -> reference)."""
+    result = {k: v for k, v in fields.items() if not is_photo_key(k)}
+    photos = {
+        v["hash"]: v
+        for k, v in fields.items()
+        if is_photo_key(k) and isinstance(v, dict) and isinstance(v.get("hash"), str)
+    }
+    if photos:
+        result[PHOTOS] = dict(sorted(photos.items()))
+    return result
 
 
 class RecordDocError(Exception):
@@ -209,7 +239,16 @@ class RecordDoc:
         """
         current = self.plain()
         body = {k: v for k, v in current.items() if k not in INTERNAL_KEYS}
-        if body == dict(target) and bool(current.get(TOMBSTONE)) == deleted:
+        photos_now = {k: v for k, v in body.items() if is_photo_key(k)}
+        body = {k: v for k, v in body.items() if not is_photo_key(k)}
+        fields = {k: v for k, v in target.items() if k != PHOTOS}
+        photos = (
+            None
+            if PHOTOS not in target
+            else {photo_key(ref["hash"]): dict(ref) for ref in target[PHOTOS].values()}
+        )
+        same_photos = photos is None or photos == photos_now
+        if body == fields and same_photos and bool(current.get(TOMBSTONE)) == deleted:
             return []
         before = self.heads
         with self.doc.transaction() as tx:
@@ -217,20 +256,23 @@ class RecordDoc:
                 tx,
                 core.ROOT,
                 {k: v for k, v in body.items() if k != MEMBERS},
-                {k: v for k, v in target.items() if k != MEMBERS},
+                {k: v for k, v in fields.items() if k != MEMBERS},
             )
-            if MEMBERS in target:
+            if MEMBERS in fields:
                 members_obj = _child(tx, core.ROOT, MEMBERS)
                 if members_obj is None:
-                    _write(tx, core.ROOT, MEMBERS, [dict(m) for m in target[MEMBERS]], False)
+                    _write(tx, core.ROOT, MEMBERS, [dict(m) for m in fields[MEMBERS]], False)
                 else:
-                    _sync_members(tx, members_obj, body.get(MEMBERS, []), target[MEMBERS])
+                    _sync_members(tx, members_obj, body.get(MEMBERS, []), fields[MEMBERS])
+            if photos is not None:
+                _sync_map(tx, core.ROOT, photos_now, photos)
             if deleted != bool(current.get(TOMBSTONE)):
                 _write(tx, core.ROOT, TOMBSTONE, deleted, insert=False)
             _write(tx, core.ROOT, AUDIT_BY, operator, insert=False)
             _write(tx, core.ROOT, AUDIT_AT, at_ms, insert=False)
-        result = {**target, AUDIT_BY: operator, AUDIT_AT: at_ms}
-        if MEMBERS not in target and MEMBERS in body:
+        result = {**fields, **(photos_now if photos is None else photos)}
+        result.update({AUDIT_BY: operator, AUDIT_AT: at_ms})
+        if MEMBERS not in fields and MEMBERS in body:
             result[MEMBERS] = body[MEMBERS]
         if deleted:
             result[TOMBSTONE] = True
@@ -293,8 +335,8 @@ class RecordDoc:
         )
 
     def household(self) -> dict[str, Any]:
-        """The household fields only (no audit keys)."""
-        return {k: v for k, v in self.plain().items() if k not in INTERNAL_KEYS}
+        """The household fields only (no audit keys), photos folded into `foto`."""
+        return fold_photos({k: v for k, v in self.plain().items() if k not in INTERNAL_KEYS})
 
     def changes(self) -> list[core.Change]:
         return self.doc.get_changes([])
@@ -338,7 +380,7 @@ class RecordDoc:
         """The household fields and the server-side `_meta` facts (created and updated:
         when and by whom; heads; deleted), from one read of the document."""
         plain = self.plain()
-        household = {k: v for k, v in plain.items() if k not in INTERNAL_KEYS}
+        household = fold_photos({k: v for k, v in plain.items() if k not in INTERNAL_KEYS})
         changes = self.changes()
         first = [changes[0].hash] if changes else []
         meta = {
