@@ -218,7 +218,7 @@ async def test_a_full_disk_mid_write_stores_nothing(tmp_path: Path) -> None:
                 api = Api(session, str(server.make_url("")).rstrip("/"), token)
                 record = await created(api)
                 filler = disk / "filler"
-                with open(filler, "wb") as out:  # leave less room than one photo
+                with open(filler, "wb", buffering=0) as out:  # less room than one photo
                     try:
                         while True:
                             out.write(b"\0" * 65536)
