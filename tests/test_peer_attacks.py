@@ -131,6 +131,49 @@ async def test_revoked_node_push_right_after_revoke_is_refused(
     assert await healthy(office)
 
 
+async def test_running_session_of_a_node_revoked_meanwhile_is_cut(
+    office_village: tuple[Path, Path], node_processes: list[NodeProcess], households_jsonl: list
+) -> None:
+    kantor, desa = office_village
+    office = await start_node_process(kantor)
+    node_processes.append(office)
+    async with member(desa) as village:
+        await village.add_household(households_jsonl[0])
+        chunk = [encode_frame(f) async for f in village.engine.outgoing_frames(Frontier())]
+        never = asyncio.Event()  # the push stays open until the node cuts it
+
+        async def body() -> AsyncIterator[bytes]:
+            yield HEADER + encode_frame(village.engine.hello()) + b"".join(chunk)
+            await never.wait()
+
+        async def push() -> None:
+            connector = aiohttp.TCPConnector(ssl=village.context)
+            url = f"https://127.0.0.1:{office.sync_port}{PUSH}"
+            try:
+                async with (
+                    aiohttp.ClientSession(connector=connector) as http,
+                    http.post(url, data=body()) as answer,
+                ):
+                    await answer.read()
+            except aiohttp.ClientError:
+                pass  # cut: the node closed the connection
+
+        running = asyncio.create_task(push())
+
+        async def committed() -> bool:  # the session is live: its first chunk is stored
+            return held_from(kantor, village.node_id) >= 1
+
+        await eventually(committed, "the office commits the chunk of the running push")
+        revoke(kantor, village.node_id)
+        try:
+            async with asyncio.timeout(15):
+                await running
+        except TimeoutError:
+            running.cancel()
+            raise AssertionError("the revoked node's running session was not cut") from None
+    assert await healthy(office)
+
+
 def session_count(metrics: str, side: str) -> int:
     """LAN sessions of `side` that ended well, from a node's /metrics text."""
     wanted = ('carrier="lan"', f'side="{side}"', 'outcome="ok"')
