@@ -87,7 +87,10 @@ class LanSync:
         revocations = self.trust.revocations
         if revocations.number == self._applied:
             return
-        self._newest_server, self.client_context = self._contexts(revocations)
+        try:
+            self._newest_server, self.client_context = self._contexts(revocations)
+        except (ssl.SSLError, OSError, ValueError) as exc:  # the peer check still refuses
+            log.error("revocation contexts failed list=%d reason=%s", revocations.number, exc)
         self._applied = revocations.number
         cut = 0
         if self.scheduler is not None:
@@ -100,7 +103,10 @@ class LanSync:
     async def _poll_revocations(self) -> None:
         while True:
             await asyncio.sleep(REVOCATION_POLL_SECONDS)
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("revocation poll failed")
 
     def poke(self) -> None:
         """Sync with every LAN peer soon."""
@@ -196,6 +202,7 @@ class LanSync:
     async def stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()
+            await asyncio.gather(self._poll, return_exceptions=True)
         if self.uplink is not None:
             await self.uplink.stop()
         if self.scheduler is not None:
