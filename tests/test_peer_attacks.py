@@ -33,6 +33,7 @@ from simpul.node.sync_session import PUSH
 from simpul.node.trust_policy import network_engine
 from simpul.sync.bundle import FORMAT_VERSION, HEADER, End, Entries, Hello, encode_frame
 from simpul.sync.engine import SyncEngine
+from simpul.sync.feed import Checkpoint
 from simpul.sync.frontier import Frontier
 
 MIB = 1024 * 1024
@@ -236,24 +237,31 @@ def vm_rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def empty_changes(origin: bytes, frames: int, per_frame: int) -> Iterator[bytes]:
-    """Entries frames of empty changes for one record: megabytes of entries per kilobyte."""
+def empty_changes(
+    origin: bytes, frames: int, per_frame: int, checkpoint_every: int
+) -> Iterator[bytes]:
+    """Entries frames of empty changes for one record: megabytes of entries per kilobyte;
+    with `checkpoint_every`, a junk checkpoint after so many frames keeps the stream going."""
     record_id = os.urandom(16)
     for index in range(frames):
         items = ((record_id, b""),) * per_frame
         yield encode_frame(Entries(origin, 1 + index * per_frame, items))
+        if checkpoint_every and (index + 1) % checkpoint_every == 0:
+            seq = (index + 1) * per_frame
+            yield encode_frame(Checkpoint(origin, seq, bytes(32), 1, bytes(64)))
 
 
 @pytest.mark.parametrize(
-    ("frames", "per_frame"),
-    [(6, 490_000), (3000, 1000)],  # as the probe sent it; the most a frame may now hold
-    ids=["huge-frames", "frames-at-the-limit"],
+    ("frames", "per_frame", "checkpoint_every"),
+    [(6, 490_000, 0), (3000, 1000, 0), (3000, 1000, 40)],
+    ids=["as-the-probe-sent-it", "frames-at-the-limit", "sustained-with-junk-checkpoints"],
 )
 async def test_empty_change_flood_keeps_memory_bounded_and_node_answering(
     office_village: tuple[Path, Path],
     node_processes: list[NodeProcess],
     frames: int,
     per_frame: int,
+    checkpoint_every: int,
 ) -> None:
     kantor, desa = office_village
     office = await start_node_process(kantor)
@@ -279,7 +287,7 @@ async def test_empty_change_flood_keeps_memory_bounded_and_node_answering(
     async with member(desa) as village:
         # made before the clock starts: encoding them would stall this test's own loop
         flood = [HEADER + encode_frame(village.engine.hello())]
-        flood += empty_changes(village.node_id, frames, per_frame)
+        flood += empty_changes(village.node_id, frames, per_frame, checkpoint_every)
         flood.append(encode_frame(End()))
 
         async def body() -> AsyncIterator[bytes]:
