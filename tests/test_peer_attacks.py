@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from certified_peers import Network
 from conftest import NodeProcess, make_token, simpul_cli, start_node_process
 from test_lan_sync import eventually
 from test_network_cli import PASSPHRASE
@@ -35,6 +36,7 @@ from simpul.sync.bundle import FORMAT_VERSION, HEADER, End, Entries, Hello, enco
 from simpul.sync.engine import SyncEngine
 from simpul.sync.feed import Checkpoint
 from simpul.sync.frontier import Frontier
+from simpul.sync.receiver import MAX_BUFFERED_ENTRIES
 
 MIB = 1024 * 1024
 FLOOD_RSS_LIMIT = 200 * 1000 * 1000  # bytes (the acceptance says 200 MB)
@@ -315,6 +317,20 @@ async def test_empty_change_flood_keeps_memory_bounded_and_node_answering(
     assert max(latencies) < HEALTHZ_LIMIT, f"/healthz took up to {max(latencies) * 1000:.0f} ms"
     assert entries_held(kantor) == held  # nothing of the flood was stored
     assert await healthy(office)
+
+
+async def test_receiver_bounds_entries_waiting_for_a_checkpoint(network: Network) -> None:
+    """The receiver's own bound, for carriers that do not end the stream (a drive file):
+    empty changes count as entries, not as zero bytes."""
+    node = await network.node(["1709"])
+    origin, frames = os.urandom(16), MAX_BUFFERED_ENTRIES // 1000 + 1
+    receiver = node.engine.receiver()
+    await receiver.feed(
+        Entries(origin, 1 + i * 1000, ((bytes(16), b""),) * 1000) for i in range(frames)
+    )
+    report = await receiver.finish()
+    assert report.reasons() == {"oversized": frames * 1000}
+    assert report.accepted == 0
 
 
 async def test_push_whose_hello_names_another_node_stores_nothing(
