@@ -13,8 +13,9 @@ checks run right after the handshake: callers MUST call `check_peer` on the conn
 any record, and close the connection if it raises `CertificateRejected`. It re-verifies the
 certificate against the root with Simpul's profile (node id bound to the key, role, scope
 inside the network), against the *current* revocation list (a context keeps the list it
-was built with; build a fresh context when a newer list arrives), and optionally against
-the node id the caller expected (from DNS-SD or the peer table).
+was built with; build a fresh context when a newer list arrives, and `follow_newest` lets
+a listening context hand each new handshake to it), and optionally against the node id
+the caller expected (from DNS-SD or the peer table).
 
 `load_cert_chain` only reads files, and `load_verify_locations` takes CRLs only from a file,
 so the trust anchor + CRL, the certificate and the key are written to a private temporary
@@ -28,6 +29,7 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -144,3 +146,21 @@ def check_peer(
         )
     log.debug("peer %s (%s) verified", certificate.node_id, certificate.name)
     return certificate
+
+
+def follow_newest(listening: ssl.SSLContext, newest: Callable[[], ssl.SSLContext]) -> None:
+    """Make every handshake on `listening` use the context `newest()` returns at that moment.
+
+    A listening socket keeps the context it was opened with; switching the connection's
+    context in the SNI callback (called for every ClientHello, with or without a server
+    name, before the client's certificate is verified) lets a context built for a newer
+    revocation list refuse a revoked peer in the handshake without reopening the port.
+    `newest` must not raise.
+    """
+
+    def pick(ssl_object: ssl.SSLObject, _name: str | None, _: ssl.SSLContext) -> None:
+        current = newest()
+        if current is not listening:
+            ssl_object.context = current
+
+    listening.sni_callback = pick

@@ -151,6 +151,32 @@ def load_membership(data_dir: Path) -> Membership | None:
         raise MembershipError(f"network files in {folder} are incomplete: {exc}") from exc
 
 
+class RevocationsWatch:
+    """Notices that the revocation list file of a data dir was replaced (by `simpul network
+    revoke`, the Admin page, a drive or network news): a running node asks before every
+    handshake and session, so the check is one `stat`, and the file is read only on change.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / NETWORK_DIR / REVOCATIONS
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            found = self.path.stat()
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+    def changed(self) -> bool:
+        """True once after each replacement of the file (written by rename: a new inode)."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+
 def _install(
     data_dir: Path, root_cert: bytes, node_cert: bytes, revocations: RevocationList, keys
 ) -> Membership:

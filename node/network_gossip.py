@@ -241,18 +241,18 @@ class NewsDesk:
             max((k.epoch for k in updated.data_keys), default=0),
         )
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
         """Pick up what an admin command changed on disk (e.g. `simpul network revoke`)."""
         current = load_membership(self.data_dir)
         if current is not None and current.revocations.supersedes(self.membership.revocations):
             self._take(current)
 
     def version(self) -> str:
-        self._reload()
+        self.reload()
         return version(self.data_dir, self.membership)
 
     def offer(self) -> bytes:
-        self._reload()
+        self.reload()
         return export(self.data_dir, self.membership)
 
     def take(self, offered: bytes) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,10 @@ async def serve(
         await member.start()
         if member.lan is None and uplink is not None and uplink.hub is not None:
             log.warning("uplink off node_id=%s reason=no network yet", node.node_id)
+        # what start-up made lives as long as the process: a full GC pass during a sync
+        # flood need not walk it again (it was the longest pause of the event loop)
+        gc.collect()
+        gc.freeze()
         ready(url, member.lan.port if member.lan else None)
         notifier = Notifier.from_environment()
         notifier.ready(f"serving {url}")

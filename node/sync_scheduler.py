@@ -4,7 +4,8 @@ A session starts with a peer when it is discovered, shortly after a local change
 (debounced, so a burst of edits makes one session), after a session brought new entries
 (so they travel on to the others), and every `period` seconds. A peer that fails is
 retried with exponential back-off. Never two sessions with the same peer at once: the
-scheduler and the sync server share one set of busy peers.
+scheduler and the sync server share one set of busy peers. A revoked peer is never
+dialled, and `cut` ends the sessions running with peers a new revocation list names.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 
+from simpul.crypto.revocation import RevocationList
 from simpul.node.peers import FOREIGN, Peer, PeerTable
 from simpul.node.sync_counters import BUSY, FAILED, OK, SyncCounters
 from simpul.node.sync_session import (
@@ -36,6 +38,7 @@ PERIOD_SECONDS = 30.0
 DEBOUNCE_SECONDS = 1.0
 BACKOFF_START = 2.0
 BACKOFF_MAX = 300.0
+REVOKED = "node revoked by the network admin: not synced"
 
 
 class SyncScheduler:
@@ -53,6 +56,7 @@ class SyncScheduler:
         after_session: Callable[[Peer, SessionReport], Awaitable[None]] | None = None,
         counters: SyncCounters | None = None,
         gossip: Gossip | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.peers = peers
@@ -64,9 +68,11 @@ class SyncScheduler:
         self.after_session = after_session
         self.counters = counters or SyncCounters()
         self.gossip = gossip
+        self._refresh = refresh or (lambda: None)  # brings `trust` and `context` up to date
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sessions: dict[int, asyncio.Task[None]] = {}
+        self._session_node: dict[int, str] = {}  # peer row id -> node id, known ones only
         self._retry_at: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
 
@@ -100,11 +106,29 @@ class SyncScheduler:
             except Exception:
                 log.exception("sync round failed")
 
+    def cut(self, revocations: RevocationList) -> int:
+        """Cancel the running sessions with peers `revocations` names; how many."""
+        cut = [
+            peer_id
+            for peer_id, node_id in self._session_node.items()
+            if revocations.is_revoked(node_id) and peer_id in self._sessions
+        ]
+        for peer_id in cut:
+            log.warning("sync session cut node_id=%s reason=revoked", self._session_node[peer_id])
+            self._sessions[peer_id].cancel()
+        return len(cut)
+
     async def round(self) -> None:
-        """Start a session with every peer that is due and not busy."""
+        """Start a session with every peer that is due, not busy and not revoked."""
+        self._refresh()
         now = time.monotonic()
         for peer in await self.peers.list_all():
             if peer.state == FOREIGN or peer.node_id == self.engine.local_origin.hex():
+                continue
+            if peer.node_id and self.trust.revocations.is_revoked(peer.node_id):
+                if peer.last_error != REVOKED:
+                    log.info("sync skip peer=%s reason=revoked", peer.address)
+                    await self.peers.mark_sync(peer.id, error=REVOKED)
                 continue
             if peer.id in self._sessions or (peer.node_id and peer.node_id in self.busy):
                 continue
@@ -113,6 +137,8 @@ class SyncScheduler:
             self._sessions[peer.id] = asyncio.create_task(
                 self._session(peer), name=f"sync-{peer.address}"
             )
+            if peer.node_id:
+                self._session_node[peer.id] = peer.node_id
 
     async def _session(self, peer: Peer) -> None:
         claimed = peer.node_id
@@ -170,3 +196,4 @@ class SyncScheduler:
             if claimed:
                 self.busy.discard(claimed)
             self._sessions.pop(peer.id, None)
+            self._session_node.pop(peer.id, None)

@@ -10,12 +10,15 @@ One session is started by a client and moves data both ways in at most two reque
    bundle holding its new frontier. A no-op session is request 1 alone.
 
 Both sides check the peer's certificate right after the handshake (`check_peer`: root,
-expiry, revocation) and that the hello's node id and network id match it. A server runs
-at most one session per peer at a time (409 otherwise).
+expiry, revocation) and that the hello's node id and network id match it, before any
+frame after the hello is taken. A server runs at most one session per peer at a time (409
+otherwise). A stream is decoded in bounded steps that give the event loop a turn, so a
+flood of cheap frames cannot stall the node's other work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import ssl
@@ -43,7 +46,9 @@ from simpul.sync.bundle import (
 )
 from simpul.sync.database import DiskFull
 from simpul.sync.engine import IngestReport, Receiver, SyncEngine
+from simpul.sync.feed import Checkpoint
 from simpul.sync.frontier import Frontier, FrontierError, missing
+from simpul.sync.receiver import MAX_BUFFERED_ENTRIES
 from simpul.sync.refusals import RefusalHeaderError, RefusalSummary, refusal_summary
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ MAX_REQUEST_HEAD = 64 * 1024
 SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
 CONTENT_TYPE = "application/x-simpul-bundle"
 CARRIER = "lan"  # the name this carrier counts under at /metrics
+FEED_STEP = 1000  # entries decoded and handed on between turns given to other work
 RECENT_SESSIONS = 100
 
 
@@ -199,21 +205,45 @@ def check_hello(hello: Hello | None, certificate: NodeCertificate, engine: SyncE
 
 
 async def receive_stream(
-    receiver: Receiver, chunks: AsyncIterator[bytes], report: SessionReport
+    receiver: Receiver,
+    chunks: AsyncIterator[bytes],
+    report: SessionReport,
+    greet: Callable[[Hello | None], None],
 ) -> IngestReport:
     """Decode a streamed bundle into `receiver`; chunks are committed as they complete
-    (while the next ones arrive), and what was verified is kept if the stream breaks."""
+    (while the next ones arrive), and what was verified is kept if the stream breaks.
+
+    `greet` judges the stream's first frame, which must be the peer's hello (None if it is
+    not), before anything reaches the receiver: it raises to refuse the stream, and then
+    nothing of it is stored. The receiver is fed in steps of about FEED_STEP entries with a
+    turn for other work between them: a few bytes of zstd can carry a thousand entries. A
+    stream with more entries waiting for their checkpoints than a receiver may hold is
+    ended (no writer sends that), so a flood costs its sender a new session each time."""
     decoder = BundleDecoder()
+    greeted = False
+    uncovered: dict[bytes, int] = {}  # origin -> entries since its last checkpoint
     try:
         try:
             async for data in chunks:
                 report.bytes_in += len(data)
+                frames: list[Frame] = []
+                work = 0
                 try:
-                    frames = decoder.feed(data)
+                    for frame in decoder.frames(data):
+                        if not greeted:
+                            greet(frame if isinstance(frame, Hello) else None)
+                            greeted = True
+                        frames.append(frame)
+                        work += _weigh(frame, uncovered)
+                        if work >= FEED_STEP:
+                            await receiver.feed(frames)
+                            frames, work = [], 0
+                            await asyncio.sleep(0)
                 except BundleError as exc:
-                    await receiver.feed(exc.frames)
+                    await receiver.feed(frames)
                     raise SessionError(f"bad stream from peer: {exc}") from exc
-                await receiver.feed(frames)
+                if frames:
+                    await receiver.feed(frames)
             try:
                 decoder.close()
             except BundleError as exc:
@@ -224,6 +254,21 @@ async def receive_stream(
         return await receiver.finish()
     except DiskFull as exc:
         raise CannotStore(str(exc)) from exc
+
+
+def _weigh(frame: Frame, uncovered: dict[bytes, int]) -> int:
+    """The work `frame` brings (its entries, or 1), kept in `uncovered` (entries per origin
+    since its last checkpoint); SessionError when more wait than a receiver may hold."""
+    if isinstance(frame, Checkpoint):
+        uncovered.pop(frame.origin, None)
+    if not isinstance(frame, Entries):
+        return 1
+    uncovered[frame.origin] = uncovered.get(frame.origin, 0) + len(frame.items)
+    if sum(uncovered.values()) > MAX_BUFFERED_ENTRIES:
+        raise SessionError(
+            f"more than {MAX_BUFFERED_ENTRIES} entries without a checkpoint: stream ended"
+        )
+    return len(frame.items)
 
 
 FORKED = ("chain", "own-feed")
@@ -279,6 +324,7 @@ class SyncServer:
         on_refused: Callable[[str, str, int], None] | None = None,
         on_report: Callable[[SessionReport], None] | None = None,
         staged: Callable[[], Frontier] | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.counters = counters or SyncCounters()
         self.engine = engine
@@ -291,6 +337,9 @@ class SyncServer:
         self._on_refused = on_refused or (lambda node_id, reason, count: None)
         self._on_report = on_report or (lambda report: None)
         self._staged = staged
+        # called before every peer check: brings `trust` up to a revocation made meanwhile
+        self._refresh = refresh or (lambda: None)
+        self._live: dict[str, asyncio.BaseTransport] = {}  # node id -> its session's link
         # the newest push reports (bounded: a hub serves pushes for months)
         self.sessions: deque[SessionReport] = deque(maxlen=RECENT_SESSIONS)
 
@@ -309,6 +358,7 @@ class SyncServer:
 
     def authenticate(self, request: web.Request) -> NodeCertificate:
         assert request.transport is not None
+        self._refresh()
         ssl_object = request.transport.get_extra_info("ssl_object")
         try:
             peer = peer_certificate(ssl_object, self.trust)
@@ -342,16 +392,32 @@ class SyncServer:
             raise web.HTTPForbidden(text=str(exc)) from None
         return frames
 
-    def _claim(self, peer: NodeCertificate) -> None:
+    def _claim(self, peer: NodeCertificate, request: web.Request) -> None:
         if peer.node_id in self._busy:
             raise web.HTTPConflict(text="a session with this node is already running")
         self._busy.add(peer.node_id)
+        assert request.transport is not None
+        self._live[peer.node_id] = request.transport
+
+    def _release(self, peer: NodeCertificate) -> None:
+        self._busy.discard(peer.node_id)
+        self._live.pop(peer.node_id, None)
+
+    def cut(self, revocations: RevocationList) -> int:
+        """Close the link of every running session with a node `revocations` names (it
+        fails on its next read or write, keeping the whole chunks committed before); how
+        many were cut."""
+        cut = [node for node in self._live if revocations.is_revoked(node)]
+        for node_id in cut:
+            log.warning("sync session cut node_id=%s reason=revoked", node_id)
+            self._live.pop(node_id).close()
+        return len(cut)
 
     async def pull(self, request: web.Request) -> web.StreamResponse:
         peer = self.authenticate(request)
         frames = await self._opening_frames(request, peer)
         theirs = next((f for f in frames if isinstance(f, Frontier)), Frontier())
-        self._claim(peer)
+        self._claim(peer, request)
         report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
         hear_refusals(request.headers, report)
         outcome = FAILED
@@ -372,7 +438,7 @@ class SyncServer:
             await response.write_eof()
             outcome = OK
         finally:
-            self._busy.discard(peer.node_id)
+            self._release(peer)
             self.counters.session(CARRIER, "server", outcome, bytes_out=report.bytes_out)
             log.info(
                 "sync serve pull node_id=%s sent=%d bytes_out=%d",
@@ -395,17 +461,22 @@ class SyncServer:
 
     async def push(self, request: web.Request) -> web.Response:
         peer = self.authenticate(request)
-        self._claim(peer)
+        self._claim(peer, request)
         report = SessionReport(peer=peer.node_id, peer_name=peer.name, remote=request.remote)
         hear_refusals(request.headers, report)
         try:
-            receiver = self.engine.receiver()
             ingest = await receive_stream(
-                receiver, request.content.iter_chunked(READ_CHUNK), report
+                self.engine.receiver(),
+                request.content.iter_chunked(READ_CHUNK),
+                report,
+                lambda hello: check_hello(hello, peer, self.engine),
             )
-            if receiver.peer is not None:
-                check_hello(receiver.peer, peer, self.engine)
             note_ingest(report, ingest)
+        except PeerRefused as exc:  # a hello naming another node: nothing was stored
+            log.warning("sync serve push refused node_id=%s reason=%s", peer.node_id, exc)
+            self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)
+            self._on_refused(peer.node_id, exc.reason, 1)
+            raise web.HTTPForbidden(text=str(exc)) from None
         except CannotStore as exc:
             log.error("sync serve push failed node_id=%s reason=%s", peer.node_id, exc)
             self.counters.session(CARRIER, "server", FAILED, report.bytes_in, 0, report.refused)
@@ -424,7 +495,7 @@ class SyncServer:
             )
             raise web.HTTPBadRequest(text="connection lost") from None
         finally:
-            self._busy.discard(peer.node_id)
+            self._release(peer)
         self.counters.session(CARRIER, "server", OK, report.bytes_in, 0, report.refused)
         for reason, count in report.refusals.items():
             self._on_refused(peer.node_id, reason, count)
@@ -535,8 +606,9 @@ async def pull_from(
                 raise SessionError(f"bad {STAGED_HEADER} header from peer: {exc}") from exc
         receiver = engine.receiver()
         stream = response.content.iter_chunked(READ_CHUNK)
-        ingest = await receive_stream(receiver, stream, report)
-        check_hello(receiver.peer, peer, engine)
+        ingest = await receive_stream(
+            receiver, stream, report, lambda hello: check_hello(hello, peer, engine)
+        )
         note_ingest(report, ingest)
         return receiver.their_frontier or Frontier()
 

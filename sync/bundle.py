@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import zstandard
@@ -26,7 +27,7 @@ FORMAT_VERSION = 1
 HEADER = MAGIC + bytes([FORMAT_VERSION])
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # a frame's payload, and an entries frame uncompressed
-CHUNK_MAX_ENTRIES = 1000  # the encoder's bound per entries frame ...
+CHUNK_MAX_ENTRIES = 1000  # the encoder's bound per entries frame (the decoder's too) ...
 CHUNK_MAX_BYTES = 1024 * 1024  # ... and on its raw change bytes
 ZSTD_LEVEL = 3
 
@@ -34,6 +35,7 @@ PUBLIC_KEY_BYTES = 32
 CHAIN_BYTES = 32
 SIGNATURE_BYTES = 64
 CRC_BYTES = 4
+MIN_ENTRY_BYTES = RECORD_ID_BYTES + 1  # an entry's record id and its change length
 
 HELLO, CERTIFICATE, ENTRIES, CHECKPOINT, FRONTIER, END = range(1, 7)
 
@@ -179,6 +181,11 @@ def _decode_entries(reader: _Reader) -> Entries:
         raise _Malformed("entries start below seq 1")
     if raw_size > MAX_FRAME_BYTES:
         raise _Malformed(f"entries frame of {raw_size} bytes uncompressed exceeds the limit")
+    # a few bytes of zstd can announce millions of empty changes: bound the work up front
+    if count > CHUNK_MAX_ENTRIES:
+        raise _Malformed(f"entries frame of {count} entries exceeds the {CHUNK_MAX_ENTRIES} limit")
+    if count * MIN_ENTRY_BYTES > raw_size:
+        raise _Malformed(f"{count} entries cannot fit in {raw_size} bytes")
     # read at most one byte more than announced: the zstd header's own size is not trusted
     source = io.BytesIO(reader.rest())
     try:
@@ -233,12 +240,14 @@ class BundleDecoder:
 
     Each `feed` returns every complete frame so far; on a problem it raises BundleError
     whose `frames` are the valid frames that came before it in that call, and the decoder
-    stays failed. `close` at the end of input reports a stream cut short.
+    stays failed. `frames` does the same one frame at a time, so a caller can give other
+    work a turn between frames. `close` at the end of input reports a stream cut short.
     """
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._max = max_frame_bytes
         self._buffer = b""
+        self._pos = 0  # bytes of self._buffer already decoded
         self._offset = 0  # stream offset of self._buffer[0]
         self._started = False
         self._ended = False
@@ -250,37 +259,46 @@ class BundleDecoder:
         return self._ended
 
     def feed(self, data: bytes) -> list[Frame]:
-        if self._failure:
-            raise BundleError(*self._failure)
-        self._buffer += data
         frames: list[Frame] = []
-        pos = 0
         try:
-            while True:
-                consumed = self._next(pos, frames)
-                if not consumed:
-                    break
-                pos += consumed
+            frames.extend(self.frames(data))
         except BundleError as exc:
-            self._failure = (exc.reason, exc.offset)
             exc.frames = frames
             raise
-        finally:
-            self._buffer = self._buffer[pos:]
-            self._offset += pos
         return frames
+
+    def frames(self, data: bytes) -> Iterator[Frame]:
+        """Add `data`, then yield each complete frame as it is decoded (BundleError on a
+        problem, after the valid frames before it). Exhaust it before feeding more."""
+        if self._failure:
+            raise BundleError(*self._failure)
+        self._offset += self._pos
+        self._buffer = self._buffer[self._pos :] + data
+        self._pos = 0
+        try:
+            while True:
+                frame, consumed = self._next(self._pos)
+                if not consumed:
+                    return
+                self._pos += consumed
+                if frame is not None:
+                    yield frame
+        except BundleError as exc:
+            self._failure = (exc.reason, exc.offset)
+            raise
 
     def _fail(self, reason: str, pos: int) -> BundleError:
         return BundleError(reason, self._offset + pos)
 
-    def _next(self, pos: int, frames: list[Frame]) -> int:
-        """Parse one header or frame at `pos`; bytes consumed, 0 when more are needed."""
+    def _next(self, pos: int) -> tuple[Frame | None, int]:
+        """Parse the header or one frame at `pos`: the frame (None for the header) and the
+        bytes consumed, 0 when more are needed."""
         buf = self._buffer
         if not self._started:
             if len(buf) - pos < len(HEADER):
                 if not MAGIC.startswith(buf[pos : pos + len(MAGIC)]):
                     raise self._fail("not a Simpul bundle (bad magic)", pos)
-                return 0
+                return None, 0
             if buf[pos : pos + len(MAGIC)] != MAGIC:
                 raise self._fail("not a Simpul bundle (bad magic)", pos)
             version = buf[pos + len(MAGIC)]
@@ -291,22 +309,22 @@ class BundleDecoder:
                     pos + len(MAGIC),
                 )
             self._started = True
-            return len(HEADER)
+            return None, len(HEADER)
         if pos == len(buf):
-            return 0
+            return None, 0
         if self._ended:
             raise self._fail("data after the end frame", pos)
         try:
             length, start = decode_varint(buf, pos + 1)
         except VarintTruncated:
-            return 0
+            return None, 0
         except VarintError as exc:
             raise self._fail(f"bad frame length: {exc}", pos + 1) from None
         if length > self._max:
             raise self._fail(f"frame of {length} bytes exceeds the {self._max} byte limit", pos)
         end = start + length + CRC_BYTES
         if len(buf) < end:
-            return 0
+            return None, 0
         (crc,) = struct.unpack(">I", buf[end - CRC_BYTES : end])
         if zlib.crc32(buf[pos : end - CRC_BYTES]) != crc:
             raise self._fail("frame checksum mismatch (corrupted bytes)", pos)
@@ -314,22 +332,21 @@ class BundleDecoder:
             frame = _decode_payload(buf[pos], buf[start : end - CRC_BYTES])
         except _Malformed as exc:
             raise self._fail(f"malformed frame: {exc}", pos) from None
-        frames.append(frame)
         self._ended = isinstance(frame, End)
-        return end - pos
+        return frame, end - pos
 
     def close(self) -> None:
         """The input has ended: BundleError unless it ended right after an end frame."""
         if self._failure:
             raise BundleError(*self._failure)
-        if self._buffer:
+        if len(self._buffer) > self._pos:
             raise BundleError(
-                f"stream cut short: {len(self._buffer)} bytes of an incomplete "
+                f"stream cut short: {len(self._buffer) - self._pos} bytes of an incomplete "
                 f"{'frame' if self._started else 'header'}",
-                self._offset,
+                self._offset + self._pos,
             )
         if not self._ended:
-            raise BundleError("stream cut short before the end frame", self._offset)
+            raise BundleError("stream cut short before the end frame", self._offset + self._pos)
 
 
 def decode_bundle(data: bytes) -> list[Frame]:

@@ -53,7 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE_IDS = 500  # record ids per prefetch query
-MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # received changes waiting for their checkpoint
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # received entries waiting for their checkpoint ...
+ENTRY_OVERHEAD_BYTES = 200  # ... each counted with what holding it costs (~190 B measured)
+MAX_BUFFERED_ENTRIES = 50_000  # ... and counted: each full GC pass walks every one of them
 BATCH_ENTRIES = 4000  # a batch this large waits for the one being written, then goes
 KODE_WILAYAH = "kode_wilayah"
 YIELD_EVERY = 32  # records applied between turns given to the batch being written
@@ -150,6 +152,12 @@ def change_header(raw_change: bytes) -> tuple[list[bytes], bytes]:
 def change_actor(raw_change: bytes) -> bytes:
     """The actor id of a raw Automerge change chunk (after its deps in the chunk header)."""
     return change_header(raw_change)[1]
+
+
+def _held_bytes(entries: list[Entry]) -> int:
+    """What buffering `entries` costs, as counted against MAX_BUFFERED_BYTES: empty changes
+    are not free (a flood of them once filled the memory of a node)."""
+    return sum(len(e.change) for e in entries) + ENTRY_OVERHEAD_BYTES * len(entries)
 
 
 def _kode(doc: RecordDoc) -> str:
@@ -521,10 +529,14 @@ class Receiver:
                 Refused(frame.origin, frame.first_seq, "order", detail, count), self._report
             )
             return
-        size = sum(len(e.change) for e in entries)
-        if self._buffered + size > MAX_BUFFERED_BYTES:
+        size = _held_bytes(entries)
+        waiting = sum(len(r.entries) for r in self._runs.values()) + len(entries)
+        if self._buffered + size > MAX_BUFFERED_BYTES or waiting > MAX_BUFFERED_ENTRIES:
             dropped = self._drop(frame.origin)
-            detail = f"more than {MAX_BUFFERED_BYTES} bytes of entries without a checkpoint"
+            detail = (
+                f"more than {MAX_BUFFERED_ENTRIES} entries or {MAX_BUFFERED_BYTES} bytes "
+                "without a checkpoint"
+            )
             first = (dropped.entries or entries)[0].seq
             count = len(dropped.entries) + len(entries)
             self._refuse(Refused(frame.origin, first, "oversized", detail, count), self._report)
@@ -544,7 +556,7 @@ class Receiver:
         entries, run.entries = run.entries[:cut], run.entries[cut:]
         checkpoints = run.checkpoints
         run.checkpoints = [c for c in checkpoints if c.seq > checkpoint.seq]
-        size = sum(len(e.change) for e in entries)
+        size = _held_bytes(entries)
         run.size -= size
         self._buffered -= size
         chunk = _Chunk(checkpoint.origin, entries, checkpoints)

@@ -11,6 +11,7 @@ import zstandard
 
 from simpul.sync.bundle import (
     CHECKPOINT,
+    CHUNK_MAX_ENTRIES,
     ENTRIES,
     FORMAT_VERSION,
     HEADER,
@@ -122,6 +123,39 @@ def test_oversized_frames_are_refused() -> None:
     payload = A + encode_varint(1) + encode_varint(1) + encode_varint(MAX_FRAME_BYTES + 1)
     with pytest.raises(BundleError, match="uncompressed"):
         BundleDecoder().feed(HEADER + frame_bytes(ENTRIES, payload + b"\x00" * 16))
+
+
+def test_entries_frames_of_too_many_or_impossible_entries_are_refused() -> None:
+    """A few bytes of zstd can announce a flood of empty changes: refused before decoding."""
+    flood = ((bytes(16), b""),) * (CHUNK_MAX_ENTRIES + 1)
+    with pytest.raises(BundleError, match="exceeds the 1000 limit"):
+        BundleDecoder().feed(HEADER + encode_frame(Entries(A, 1, flood)))
+    at_limit = Entries(A, 1, flood[:CHUNK_MAX_ENTRIES])
+    assert BundleDecoder().feed(HEADER + encode_frame(at_limit)) == [at_limit]
+    raw = bytes(16) + encode_varint(0)  # room for one entry, while ten are announced
+    payload = A + encode_varint(1) + encode_varint(10) + encode_varint(len(raw))
+    packed = zstandard.ZstdCompressor().compress(raw)
+    with pytest.raises(BundleError, match="cannot fit"):
+        BundleDecoder().feed(HEADER + frame_bytes(ENTRIES, payload + packed))
+
+
+def test_frames_one_at_a_time_match_feed_in_any_slicing() -> None:
+    data = sample_bundle()
+    for size in (1, 7, 64, len(data)):
+        decoder = BundleDecoder()
+        frames = [
+            f for at in range(0, len(data), size) for f in decoder.frames(data[at : at + size])
+        ]
+        decoder.close()
+        assert frames == sample_frames(), size
+    # a stream damaged in its second frame: the first comes out, then the error
+    bad = bytearray(data)
+    bad[len(HEADER) + len(encode_frame(sample_frames()[0])) + 3] ^= 0xFF
+    decoder = BundleDecoder()
+    got = []
+    with pytest.raises(BundleError, match="checksum"):
+        got.extend(decoder.frames(bytes(bad)))
+    assert got == sample_frames()[:1]
 
 
 def test_decompressed_size_must_match_announcement() -> None:
