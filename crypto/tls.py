@@ -189,6 +189,10 @@ def server_context(
         revocations, private_dir,
     )  # fmt: skip
     context.num_tickets = SESSION_TICKETS
+    # stateless tickets (the session, with the client's certificate, encrypted into the
+    # ticket: about 1 KB each way on resumption). Stateful ones (OP_NO_TICKET: a short id
+    # into the server's cache) would be smaller, but OpenSSL drops a cached session when
+    # the client closes without close_notify, which aiohttp and every cut link do.
     context.on_refused = on_refused
     context.sslobject_class = _WatchedServerObject
     return context
