@@ -119,6 +119,8 @@ def refusal_reason(error: ssl.SSLError) -> str | None:
     """Why a server's handshake failed, in one word; None when the client just went away."""
     if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
         return None
+    if error.reason == "CALLBACK_FAILED":  # our server-name callback refused, and said why
+        return None
     if isinstance(error, ssl.SSLCertVerificationError):
         revoked = error.verify_code == X509_V_ERR_CERT_REVOKED
         return "revoked" if revoked else "untrusted-certificate"

@@ -41,12 +41,19 @@ class LanSync:
         private = node.data_dir / TLS_DIR
         private.mkdir(mode=0o700, exist_ok=True)
         contexts = (node.key, membership.certificate.pem, membership.root_cert)
-        self.server_context = server_context(*contexts, membership.revocations, private_dir=private)
+        self.server_context = server_context(
+            *contexts, membership.revocations, private_dir=private, on_refused=self._refused
+        )
         self.client_context = client_context(*contexts, membership.revocations, private_dir=private)
         self.runner: web.AppRunner | None = None
         self.scheduler: SyncScheduler | None = None
         self.uplink: Uplink | None = None
         self.port = 0
+
+    def _refused(self, _: object, reason: str, detail: str) -> None:
+        """A client's TLS handshake failed: say so, and count it (`/metrics`)."""
+        log.warning("tls handshake refused carrier=lan reason=%s detail=%s", reason, detail)
+        self.node.counters.handshakes_refused[("lan", reason)] += 1
 
     def poke(self) -> None:
         """Sync with every LAN peer soon."""
