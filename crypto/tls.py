@@ -191,10 +191,11 @@ def server_context(
         revocations, private_dir,
     )  # fmt: skip
     context.num_tickets = SESSION_TICKETS
-    # stateless tickets (the session, with the client's certificate, encrypted into the
-    # ticket: about 1 KB each way on resumption). Stateful ones (OP_NO_TICKET: a short id
-    # into the server's cache) would be smaller, but OpenSSL drops a cached session when
-    # the client closes without close_notify, which aiohttp and every cut link do.
+    # stateful tickets: a short id into this context's session cache, not the session (with
+    # the client's certificate) encrypted into a ticket of about 1 KB sent both ways. OpenSSL
+    # forgets a session whose connection ended without close_notify (a cut link): the next
+    # connection then makes a full handshake, as it would without resumption.
+    context.options |= ssl.OP_NO_TICKET
     context.on_refused = on_refused
     context.sslobject_class = _WatchedServerObject
     return context
