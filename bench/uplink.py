@@ -211,7 +211,8 @@ def report(res: Results, args: argparse.Namespace, info: dict[str, str]) -> str:
             f"Command: `python bench/uplink.py --count {args.count} --runs {args.runs}`. "
             f"Measured {info['date']} on {info['cpus']} CPUs ({info['model']}), "
             f"{info['memory']} RAM, {info['os']}, Python {info['python']}. Load average "
-            f"(1 min) before each run: {fmt_list(res.loads, 2)}.",
+            f"(1 min) before each run: {fmt_list(res.loads, 2)} (times above a load of 2 "
+            "are the shared machine's, not the code's; bytes do not depend on it).",
             "",
             f"Setup: {res.households:,} households imported into node A ({res.import_s:.0f} s); "
             "each run starts a fresh, empty `simpul hub` process on loopback and runs the "
@@ -221,8 +222,8 @@ def report(res: Results, args: argparse.Namespace, info: dict[str, str]) -> str:
             "pieces), each acknowledged with the hub's frontier. Bytes are counted at the "
             "socket (TLS included, both directions). The rounds run on one `HubLink` as the "
             "node's uplink does: a round on the kept connection pays no handshake; after "
-            "the link is closed the next round resumes the TLS 1.3 session (no certificates, "
-            "but a stateless ticket of about 1 KB each way); the first rows are rounds on a "
+            "the link is closed the next round resumes the TLS 1.3 session (no certificates; "
+            "a stateful ticket, decision 0025); the first rows are rounds on a "
             "fresh TLS context (a new connection with both certificates: what the first "
             "round after a start, or after the hub restarted, costs).",
             "",
