@@ -4,8 +4,8 @@
 with systemd, udev and Python, cached as a tarball under /var/cache/simpul-test/ and keyed
 by everything that goes into it (suite, packages, mirror, architecture). `wheelhouse()`
 does the same for Simpul's Python dependencies (`pip download` from PyPI on the host,
-keyed by pyproject.toml), so installing inside the container needs no network: the
-container runs with a private network, which udev inside needs.
+keyed by the dependencies pyproject.toml lists), so installing inside the container needs
+no network: the container runs with a private network, which udev inside needs.
 
 `Machine(root)` boots the unpacked tree (`systemd-nspawn --boot`, systemd as PID 1, udev
 running with writable /sys, the given loop devices bound in) and runs commands in it with
@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,9 @@ class BedError(RuntimeError):
     """A step of the test bed failed; the message has the command and its output."""
 
 
-def run(argv: list[str], timeout: float = COMMAND_SECONDS, **kwargs: object) -> str:
+def run(argv: list[str], timeout: float = COMMAND_SECONDS) -> str:
     """Run a host command; its stdout, or BedError with stdout and stderr."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)  # type: ignore[call-overload]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise BedError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -110,8 +111,8 @@ def root_tarball() -> Path:
 
 def wheelhouse(repo: Path) -> Path:
     """Wheels of Simpul's dependencies (and its build backend) for an offline install."""
-    pyproject = (repo / "pyproject.toml").read_bytes()
-    key = _key(BED_VERSION, hashlib.sha256(pyproject).hexdigest(), platform.machine())
+    dependencies = _dependencies((repo / "pyproject.toml").read_text())
+    key = _key(BED_VERSION, *dependencies, platform.machine())
     wheels = CACHE / f"wheels-{key}"
     if (wheels / ".complete").exists():
         return wheels
@@ -119,7 +120,7 @@ def wheelhouse(repo: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     pip = ["python3", "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--python-version", "3.11", "--dest", str(partial)]  # fmt: skip
-    run([*pip, *_dependencies(pyproject.decode()), "setuptools>=68", "wheel"], timeout=600)
+    run([*pip, *dependencies, "setuptools>=68", "wheel"], timeout=600)
     (partial / ".complete").touch()
     shutil.rmtree(wheels, ignore_errors=True)
     partial.rename(wheels)
@@ -127,9 +128,7 @@ def wheelhouse(repo: Path) -> Path:
 
 
 def _dependencies(pyproject: str) -> list[str]:
-    block = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.MULTILINE | re.DOTALL)
-    assert block, "pyproject.toml has no dependencies list"
-    return re.findall(r'"([^"]+)"', block.group(1))
+    return list(tomllib.loads(pyproject)["project"]["dependencies"])
 
 
 def unpack(tarball: Path, root: Path) -> None:
@@ -178,7 +177,8 @@ class Machine:
         state = ""
         while not state and time.monotonic() < deadline:  # until systemd's socket is up
             state = self.sh("systemctl is-system-running --wait", check=False).stdout.strip()
-            time.sleep(0.05) if not state else None
+            if not state:
+                time.sleep(0.05)
         if state not in {"running", "degraded"}:
             raise BedError(f"the container's systemd is {state!r}:\n{self.log.read_text()}")
         if state == "degraded":
