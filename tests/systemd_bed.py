@@ -175,10 +175,11 @@ class Machine:
             self.init = _container_init(self.process.pid)
             time.sleep(0.05)  # polling /proc: there is no event for a child's birth
         state = ""
-        while not state and time.monotonic() < deadline:  # until systemd's socket is up
+        up = {"running", "degraded"}
+        while state not in up and time.monotonic() < deadline:  # until systemd answers "up"
             state = self.sh("systemctl is-system-running --wait", check=False).stdout.strip()
-            if not state:
-                time.sleep(0.05)
+            if state not in up:
+                time.sleep(0.05)  # its socket is not there yet, or it is still starting
         if state not in {"running", "degraded"}:
             raise BedError(f"the container's systemd is {state!r}:\n{self.log.read_text()}")
         if state == "degraded":
