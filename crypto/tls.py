@@ -4,8 +4,22 @@ Both ends present their node certificate, require the other's (`CERT_REQUIRED`),
 only the network root certificate (no system CAs), and speak TLS 1.3 only. When a
 revocation list is given it is loaded as a CRL with leaf checking, so OpenSSL refuses a
 revoked peer inside the handshake. Host names are not checked: peers are identified by
-node id, and manual peer addresses are bare IPs. The server issues no session tickets, so
-every session is fully verified again.
+node id, and manual peer addresses are bare IPs.
+
+Session resumption (TLS 1.3 PSK with a fresh (EC)DHE exchange, so forward secrecy stays):
+the server issues one session ticket per handshake, and a client context offers the
+session of its last connection to the same server name (or address) when it opens the
+next one. A resumed handshake skips the certificates (about 2.5 KB less on the wire) and
+with them OpenSSL's chain and CRL check; the peer's certificate is carried in the session,
+so `check_peer` below (which every caller runs on every connection, resumed or not)
+still re-verifies it against the root and the *current* revocation list: a peer revoked
+since the ticket was issued is refused as before. Tickets are encrypted under keys that
+live in the server process only (a restart makes every ticket useless).
+
+Refused handshakes are seen: a server context given `on_refused` calls it with a short
+reason (`no-certificate`, `untrusted-certificate`, `revoked`, `protocol`) and the detail
+whenever a client's handshake fails (no certificate, one from another root, not TLS 1.3);
+a client that merely goes away is not a refusal.
 
 Python's `ssl` cannot call back into Python during verification, so the Simpul-specific
 checks run right after the handshake: callers MUST call `check_peer` on the connection's
@@ -32,6 +46,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -45,6 +60,13 @@ from simpul.crypto.node_key import NodeKey, write_private_file
 from simpul.crypto.revocation import RevocationList
 
 log = logging.getLogger(__name__)
+
+ContextT = TypeVar("ContextT", bound=ssl.SSLContext)
+SESSION_TICKETS = 1  # per handshake: enough for the client's next connection
+X509_V_ERR_CERT_REVOKED = 23
+
+OnRefused = Callable[[ssl.SSLContext, str, str], None]
+"""Called with the context in use (the hub's per-network one), a reason and the detail."""
 
 
 def _load_files(
@@ -72,14 +94,15 @@ def _load_files(
 
 
 def _context(
+    kind: type[ContextT],
     protocol: int,
     node_key: NodeKey,
     node_cert_pem: bytes,
     root_cert_pem: bytes,
     revocations: RevocationList | None,
     private_dir: Path | None,
-) -> ssl.SSLContext:
-    context = ssl.SSLContext(protocol)
+) -> ContextT:
+    context = kind(protocol)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     context.check_hostname = False
@@ -93,6 +116,67 @@ def _context(
     return context
 
 
+def refusal_reason(error: ssl.SSLError) -> str | None:
+    """Why a server's handshake failed, in one word; None when the client just went away."""
+    if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return None
+    if error.reason == "CALLBACK_FAILED":  # our server-name callback refused, and said why
+        return None
+    if isinstance(error, ssl.SSLCertVerificationError):
+        revoked = error.verify_code == X509_V_ERR_CERT_REVOKED
+        return "revoked" if revoked else "untrusted-certificate"
+    if error.reason in {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED"}:
+        return "no-certificate"
+    return "protocol"
+
+
+class _WatchedServerObject(ssl.SSLObject):
+    """A server-side TLS object that reports a refused handshake before it fails."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            reason = refusal_reason(exc)
+            on_refused = getattr(self.context, "on_refused", None)
+            if reason is not None and on_refused is not None:
+                on_refused(self.context, reason, getattr(exc, "verify_message", "") or str(exc))
+            raise
+
+
+class ServerContext(ssl.SSLContext):
+    """A server context whose failed handshakes reach `on_refused` (see the module doc)."""
+
+    on_refused: OnRefused | None = None
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers each server the TLS 1.3 session of its last
+    connection there, keyed by the server name or address dialled (not the port: two
+    servers on one address share a slot, and a session offered to the wrong one only
+    costs the full handshake it would have had anyway)."""
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: Any = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        last: dict[str, ssl.SSLObject] = self.__dict__.setdefault("_last", {})
+        key = str(server_hostname or "")
+        previous = last.get(key)
+        if session is None and previous is not None:
+            held = previous.session
+            session = held if held is not None and held.has_ticket else None
+        made = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        last[key] = made
+        return made
+
+
 def server_context(
     node_key: NodeKey,
     node_cert_pem: bytes,
@@ -100,12 +184,21 @@ def server_context(
     revocations: RevocationList | None,
     *,
     private_dir: Path | None = None,
-) -> ssl.SSLContext:
+    on_refused: OnRefused | None = None,
+) -> ServerContext:
     """The context a node or hub listens with (mutual TLS 1.3, root as only anchor)."""
     context = _context(
-        ssl.PROTOCOL_TLS_SERVER, node_key, node_cert_pem, root_cert_pem, revocations, private_dir
-    )
-    context.num_tickets = 0
+        ServerContext, ssl.PROTOCOL_TLS_SERVER, node_key, node_cert_pem, root_cert_pem,
+        revocations, private_dir,
+    )  # fmt: skip
+    context.num_tickets = SESSION_TICKETS
+    # stateful tickets: a short id into this context's session cache, not the session (with
+    # the client's certificate) encrypted into a ticket of about 1 KB sent both ways. OpenSSL
+    # forgets a session whose connection ended without close_notify (a cut link): the next
+    # connection then makes a full handshake, as it would without resumption.
+    context.options |= ssl.OP_NO_TICKET
+    context.on_refused = on_refused
+    context.sslobject_class = _WatchedServerObject
     return context
 
 
@@ -116,11 +209,12 @@ def client_context(
     revocations: RevocationList | None,
     *,
     private_dir: Path | None = None,
-) -> ssl.SSLContext:
-    """The context a node connects to a peer or the hub with."""
+) -> ResumingContext:
+    """The context a node connects to a peer or the hub with (resumes where it can)."""
     return _context(
-        ssl.PROTOCOL_TLS_CLIENT, node_key, node_cert_pem, root_cert_pem, revocations, private_dir
-    )
+        ResumingContext, ssl.PROTOCOL_TLS_CLIENT, node_key, node_cert_pem, root_cert_pem,
+        revocations, private_dir,
+    )  # fmt: skip
 
 
 def check_peer(

@@ -19,6 +19,7 @@ shown in `GET /api/v1/status` and `/metrics` on the hub's loopback HTTP port.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import ssl
@@ -136,7 +137,10 @@ class Hub:
         private = self.hub_dir / TLS_DIR
         private.mkdir(mode=0o700, exist_ok=True)
         # every root in the handshake: another network's node is refused after it, counted
-        context = server_context(self.key, member.certificate.pem, roots, None, private_dir=private)
+        context = server_context(
+            self.key, member.certificate.pem, roots, None, private_dir=private,
+            on_refused=functools.partial(self._handshake_refused, network_id),
+        )  # fmt: skip
         server = SyncServer(
             store,  # type: ignore[arg-type]  # a NetworkStore is what sessions use of an engine
             news.trust,
@@ -158,6 +162,19 @@ class Hub:
             count,
         )
         self.counters.refused(network_id, node_id, reason, count)
+
+    def _handshake_refused(
+        self, network_id: str, _: ssl.SSLContext, reason: str, detail: str
+    ) -> None:
+        """A client's TLS handshake failed (no certificate, an unknown root's, not TLS 1.3):
+        logged, and counted with the network it named, reason `tls-<reason>`."""
+        log.warning(
+            "hub tls handshake refused network_id=%s reason=%s detail=%s",
+            network_id,
+            reason,
+            detail,
+        )
+        self.counters.refused(network_id, UNKNOWN, f"tls-{reason}", 1)
 
     def tls_context(self) -> ssl.SSLContext:
         """The listening context: picks each network's context by the TLS server name."""

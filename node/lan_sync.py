@@ -78,7 +78,7 @@ class LanSync:
         membership = self.membership
         identity = (self.node.key, membership.certificate.pem, membership.root_cert)
         return (
-            server_context(*identity, revocations, private_dir=private),
+            server_context(*identity, revocations, private_dir=private, on_refused=self._refused),
             client_context(*identity, revocations, private_dir=private),
         )
 
@@ -117,6 +117,11 @@ class LanSync:
                 self.refresh()
             except Exception:
                 log.exception("revocation poll failed")
+
+    def _refused(self, _: object, reason: str, detail: str) -> None:
+        """A client's TLS handshake failed: say so, and count it (`/metrics`)."""
+        log.warning("tls handshake refused carrier=lan reason=%s detail=%s", reason, detail)
+        self.node.counters.handshakes_refused[("lan", reason)] += 1
 
     def poke(self) -> None:
         """Sync with every LAN peer soon."""

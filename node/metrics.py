@@ -106,6 +106,11 @@ def render(
          "(chain, own-feed, gap, untrusted, scope, revoked, ...).",
          [sample("simpul_sync_refusals_total", n, {"carrier": carrier, "reason": reason})
           for (carrier, reason), n in sorted(counters.refused.items())]),
+        ("simpul_tls_handshakes_refused_total", "counter",
+         "TLS handshakes this node's sync server refused since start, by carrier and reason "
+         "(no-certificate, untrusted-certificate, revoked, protocol).",
+         [sample("simpul_tls_handshakes_refused_total", n, {"carrier": carrier, "reason": reason})
+          for (carrier, reason), n in sorted(counters.handshakes_refused.items())]),
         ("simpul_clock_behind_seconds", "gauge",
          "How far the device clock is behind the newest time this node knows has passed "
          "(writes are refused beyond 5 minutes; see simpul doctor).",

@@ -25,6 +25,9 @@ class SyncCounters:
     """(carrier, direction: in|out) -> bytes on the wire"""
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(carrier, reason) -> entries refused, e.g. chain, scope, revoked, untrusted"""
+    handshakes_refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(carrier, reason) -> TLS handshakes refused: no-certificate, untrusted-certificate,
+    revoked, protocol (crypto/tls.py `refusal_reason`)"""
 
     def session(
         self,

@@ -632,7 +632,10 @@ async def fetch_news(base_url: str, context: ssl.SSLContext) -> bytes:
 
 
 class PeerConnector(aiohttp.TCPConnector):
-    """A connector that keeps the TLS object of its newest connection, for the peer check.
+    """A connector that keeps the TLS object of its newest connection, for the peer check,
+    and closes its connections with a TLS close_notify: the peer keeps the TLS session of a
+    cleanly closed connection, so the next one resumes it (crypto/tls.py); aiohttp itself
+    would drop the connection, and the server's session with it.
 
     (A response whose body arrived with its headers has already given its connection
     back by the time the caller looks, so the peer cannot be read from the response.)"""
@@ -643,7 +646,15 @@ class PeerConnector(aiohttp.TCPConnector):
         protocol = await super()._create_connection(*args, **kwargs)
         transport = getattr(protocol, "transport", None)
         self.ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        if transport is not None:
+            self.__dict__.setdefault("_tls_transports", []).append(transport)
         return protocol
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        for transport in self.__dict__.pop("_tls_transports", []):
+            if not transport.is_closing():
+                transport.close()  # sends close_notify at once; aiohttp then closes the socket
+        await super().close(abort_ssl=abort_ssl)
 
 
 def _session_peer(

@@ -22,6 +22,9 @@ thumbnails only unless `full_photos` is set, each file only while the budget all
 upload resumes with the files the hub still lacks, never resending one it holds. The
 byte budget is checked before every piece: when today's or this month's bytes are spent
 the uplink stops, says so in the log and the status, and starts again the next day/month.
+Rounds share one kept connection to the hub (`HubLink`), and a new one resumes the TLS
+session of the last, so a quiet round costs a request and an answer, not a handshake;
+the budget is charged every byte the link's meter saw, between rounds included.
 Every node keeps the hub frontier it hears, so each record can say whether the hub holds
 its latest change (`_meta.delivered`, `node/delivery.py`).
 """
@@ -44,7 +47,7 @@ from simpul.node.network_gossip import NewsDesk, is_newer
 from simpul.node.photo_sync import PhotoSyncError, exchange_photos
 from simpul.node.photos import Photos
 from simpul.node.sync_session import Dial, SessionError, frontier_header, parse_frontier_header
-from simpul.node.uplink_session import Meter, hub_round, post_news
+from simpul.node.uplink_session import HubLink, Meter, hub_round, post_news
 from simpul.sync.engine import SyncEngine
 from simpul.sync.frontier import Frontier, FrontierError
 from simpul.sync.photos import FULL, THUMB
@@ -146,6 +149,9 @@ class Uplink:
             news.trust,
             server_hostname=server_name(network_id),
         )
+        self.meter = Meter()  # every byte to and from the hub, since start
+        self.link = HubLink(self.dial, self.meter)  # kept between rounds (uplink_session.py)
+        self._charged = 0  # of the meter's bytes, those already charged to the budget
         parts = urlsplit(config.hub)
         self.host, self.port = parts.hostname or "", parts.port or 0
         self._wake = asyncio.Event()
@@ -175,6 +181,14 @@ class Uplink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.link.close()
+        self._charge()
+
+    def _charge(self) -> None:
+        """Charge the budget what crossed the link since the last charge, and save."""
+        spent, self._charged = self.meter.total - self._charged, self.meter.total
+        self.state.charge(spent, datetime.now())
+        self._save()
 
     def budget_spent(self) -> str | None:
         """Why the budget allows nothing more now, or None."""
@@ -212,6 +226,8 @@ class Uplink:
         if other is not None:
             if self.gossip.claiming:
                 log.info("uplink stand down for node_id=%s", other)
+                await self.link.close()
+                self._charge()
             self.gossip.claiming = False
             self.state.uplink_node = other
             self._set("standby")
@@ -254,25 +270,27 @@ class Uplink:
         self._save()
 
     async def round(self) -> None:
-        meter = Meter()
         self._set("uplink")
 
         def allowed() -> bool:
-            return self.budget_spent_with(meter.total) is None
+            return self.budget_spent_with(self.meter.total - self._charged) is None
 
         try:
-            done = await hub_round(self.engine, self.dial, meter, allowed, self._heard_hub)
+            done = await hub_round(
+                self.engine, self.dial, self.meter, allowed, self._heard_hub, link=self.link
+            )
         except SessionError as exc:
             self.state.reachable = False
             self._set("error", str(exc)[:300])
             return
         finally:
-            self.state.charge(meter.total, datetime.now())
-            self._save()
+            self._charge()
         self._last_round = time.monotonic()
         self.state.reachable = True
         self.state.last_reached_ms = int(time.time() * 1000)
         if done.stopped_by_budget:
+            await self.link.close()  # nothing more today: do not hold the connection
+            self._charge()
             spent = self.budget_spent() or "the budget is spent"
             log.warning("uplink stopped reason=budget detail=%s", spent)
             self._set("budget", spent)
@@ -322,11 +340,9 @@ class Uplink:
         """Hand the hub a newer revocation list than it has (it refuses revoked nodes)."""
         if not hub_version or not is_newer(self.news.version(), hub_version):
             return
-        meter = Meter()
         try:
-            await post_news(self.dial, self.news.offer(), meter)
+            await post_news(self.link, self.news.offer())
         except SessionError as exc:
             log.warning("uplink news failed reason=%s", exc)
         finally:
-            self.state.charge(meter.total, datetime.now())
-            self._save()
+            self._charge()

@@ -15,12 +15,19 @@ verifies with the one it stored).
 
 Bytes are counted at the socket (TLS records, both directions) by a `Meter`, so the
 uplink's budget (`node/uplink_budget.py`) is charged what the mobile operator charges.
+
+A `HubLink` carries rounds: one aiohttp session whose single connection is kept between
+rounds for up to `KEEP_SECONDS` idle (longer than the default hub period, far shorter
+than the hub's keep-alive), so a round on it pays no handshake at all. A new connection
+resumes the TLS 1.3 session of the last one (`crypto/tls.py`), which leaves the
+certificates out. Either way the hub's certificate is checked on every request.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +51,7 @@ from simpul.sync.frontier import Frontier, missing
 
 log = logging.getLogger(__name__)
 
+KEEP_SECONDS = 360.0  # idle time a kept connection to the hub lives (hub period: 300 s)
 PIECE_BYTES = 512 * 1024  # whole chunks per acknowledged push; the hub stages inside them
 FRAME_ENTRIES = 100  # the hub stages whole frames: a cut loses at most one of them
 
@@ -88,6 +96,48 @@ class _CountingSocket(socket.socket):
         return got
 
 
+class HubLink:
+    """The uplink's way to the hub: rounds share one kept connection while it lives."""
+
+    def __init__(self, dial: Dial, meter: Meter, keep_seconds: float = KEEP_SECONDS) -> None:
+        self.dial = dial
+        self.meter = meter
+        self.keep_seconds = keep_seconds
+        self._http: aiohttp.ClientSession | None = None
+        self._connector: PeerConnector | None = None
+        self.warm = False  # a round ended well on this session: its connection may be kept
+
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (made on first use, or after `close`)."""
+        if self._http is None or self._http.closed:
+            self._connector = PeerConnector(
+                ssl=self.dial.context,
+                limit=1,
+                socket_factory=self.meter.socket,
+                keepalive_timeout=self.keep_seconds,
+            )
+            self._http = aiohttp.ClientSession(connector=self._connector, timeout=SESSION_TIMEOUT)
+        return self._http
+
+    @property
+    def last_tls(self) -> ssl.SSLObject | None:
+        """The TLS object of the newest connection (also after `close`)."""
+        return getattr(self._connector, "ssl_object", None)
+
+    async def close(self) -> None:
+        """Close the connection (a TLS close_notify, which the meter counts)."""
+        self.warm = False
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def __aenter__(self) -> HubLink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 @dataclass
 class HubRound:
     """What one round with the hub did."""
@@ -96,6 +146,7 @@ class HubRound:
     hub_frontier: Frontier | None = None
     pieces: int = 0
     stopped_by_budget: bool = False
+    connection: str = ""  # kept (no handshake), resumed (TLS session) or new
 
 
 async def _order(engine: SyncEngine, todo: dict[bytes, tuple[int, int]]) -> list[bytes]:
@@ -166,6 +217,26 @@ async def _frames_while(
         yield data
 
 
+def _connection(before: ssl.SSLObject | None, after: ssl.SSLObject | None) -> str:
+    if after is not None and after is before:
+        return "kept"
+    return "resumed" if after is not None and after.session_reused else "new"
+
+
+async def _pull(engine: SyncEngine, link: HubLink, done: HubRound) -> Frontier:
+    """Request 1 of a round; once more on a new connection if a kept one turns out dead
+    (the hub restarted, or a NAT forgot it): a pull is safe to repeat."""
+    try:
+        return await pull_from(link.session(), engine, link.dial, done.report)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if not link.warm:
+            raise
+        log.info("uplink kept connection lost reason=%s, connecting again", exc)
+        await link.close()
+        done.report = SessionReport()
+        return await pull_from(link.session(), engine, link.dial, done.report)
+
+
 async def hub_round(
     engine: SyncEngine,
     dial: Dial,
@@ -173,57 +244,71 @@ async def hub_round(
     may_continue: Callable[[], bool] = lambda: True,
     on_frontier: Callable[[Frontier], None] = lambda frontier: None,
     piece_bytes: int = PIECE_BYTES,
+    link: HubLink | None = None,
 ) -> HubRound:
     """Pull from the hub, then push what it lacks piece by piece while `may_continue()`;
-    `on_frontier` hears every frontier the hub answers with."""
+    `on_frontier` hears every frontier the hub answers with. On `link` (whose meter is
+    `meter`) the connection stays open for the next round; without one it is closed."""
+    if link is None:
+        async with HubLink(dial, meter) as own:
+            return await hub_round(engine, dial, meter, may_continue, on_frontier, piece_bytes, own)
+    assert link.meter is meter and link.dial is dial, "a round counts on its link's meter"
     done = HubRound()
-    connector = PeerConnector(ssl=dial.context, limit=1, socket_factory=meter.socket)
+    start_sent, start_received = meter.sent, meter.received
+    kept_tls = link.last_tls if link.warm else None
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http:
-            theirs = await pull_from(http, engine, dial, done.report)
-            staged = done.report.staged or Frontier()
+        theirs = await _pull(engine, link, done)
+        staged = done.report.staged or Frontier()
+        done.hub_frontier = theirs
+        on_frontier(theirs)
+        while True:
+            if not may_continue():
+                done.stopped_by_budget = True
+                break
+            piece = await next_piece(engine, theirs, piece_bytes, done.report, staged)
+            if not piece:
+                break
+            before = theirs
+            frames = _frames_while(piece, done, may_continue)
+            theirs = await push_to(link.session(), engine, dial, frames, done.report)
             done.hub_frontier = theirs
+            done.pieces += 1
             on_frontier(theirs)
-            while True:
-                if not may_continue():
-                    done.stopped_by_budget = True
-                    break
-                piece = await next_piece(engine, theirs, piece_bytes, done.report, staged)
-                if not piece:
-                    break
-                before = theirs
-                frames = _frames_while(piece, done, may_continue)
-                theirs = await push_to(http, engine, dial, frames, done.report)
-                done.hub_frontier = theirs
-                done.pieces += 1
-                on_frontier(theirs)
-                if done.stopped_by_budget:
-                    break
-                if theirs == before:
-                    raise SessionError("the hub took nothing of the last piece (see its log)")
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if done.stopped_by_budget:
+                break
+            if theirs == before:
+                raise SessionError("the hub took nothing of the last piece (see its log)")
+    except (TimeoutError, aiohttp.ClientError, OSError, SessionError) as exc:
+        await link.close()  # whatever is left of the connection is not worth keeping
+        if isinstance(exc, SessionError):
+            raise
         raise SessionError(f"cannot sync with the hub at {dial.base_url}: {exc}") from exc
+    link.warm = True
+    done.connection = _connection(kept_tls, link.last_tls)
     log.info(
-        "uplink round hub=%s received=%d sent=%d pieces=%d socket_bytes_out=%d socket_bytes_in=%d",
+        "uplink round connection=%s hub=%s received=%d sent=%d pieces=%d "
+        "socket_bytes_out=%d socket_bytes_in=%d",
+        done.connection,
         done.report.peer or "?",
         done.report.received,
         done.report.sent,
         done.pieces,
-        meter.sent,
-        meter.received,
+        meter.sent - start_sent,
+        meter.received - start_received,
     )
     return done
 
 
-async def post_news(dial: Dial, offer: bytes, meter: Meter) -> None:
-    """Hand the hub this node's network news (a newer revocation list)."""
-    connector = aiohttp.TCPConnector(ssl=dial.context, socket_factory=meter.socket)
+async def post_news(link: HubLink, offer: bytes) -> None:
+    """Hand the hub this node's network news (a newer revocation list), on the kept link."""
     try:
-        async with (
-            aiohttp.ClientSession(connector=connector, timeout=SESSION_TIMEOUT) as http,
-            http.post(dial.base_url + NEWS, data=offer, **dial.options()) as answer,  # type: ignore[arg-type]
-        ):
+        async with link.session().post(
+            link.dial.base_url + NEWS,
+            data=offer,
+            **link.dial.options(),  # type: ignore[arg-type]
+        ) as answer:
             if answer.status != 200:
                 raise SessionError(f"the hub answered {answer.status} to network news")
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        await link.close()
         raise SessionError(f"cannot hand network news to the hub: {exc}") from exc
