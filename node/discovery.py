@@ -48,6 +48,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from simpul.node.peers import Peer, PeerTable
 
 log = logging.getLogger(__name__)
+ZEROCONF_LOG = logging.getLogger("zeroconf")
 
 SERVICE_TYPE = "_simpul._tcp.local."
 PROTOCOL_VERSION = "1"
@@ -156,6 +157,20 @@ class _HeardListener(RecordUpdateListener):
                 self._heard(record.name)
 
 
+class SocketErrorInOneLine(logging.Filter):
+    """python-zeroconf logs an OSError of one of its sockets as a warning with a traceback,
+    once per socket; every interface that goes down (a cable, a WiFi reconnect) gives its
+    sockets "Network is unreachable" before the next poll makes Zeroconf anew. The traceback
+    is zeroconf's send path, nothing to act on: one INFO line with the error instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], OSError):
+            record.msg, record.args = "discovery socket error reason=%s", (record.getMessage(),)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
 class Discovery:
     """Announce this node and record the nodes heard on the LAN; see the module docstring.
 
@@ -188,6 +203,8 @@ class Discovery:
         self._last_heard: dict[str, float] = {}
         self._logged: set[str] = set()  # what was logged once: kind:node id, kind:name
         self._own_name = f"{node_id}.{SERVICE_TYPE}"
+        if not any(isinstance(f, SocketErrorInOneLine) for f in ZEROCONF_LOG.filters):
+            ZEROCONF_LOG.addFilter(SocketErrorInOneLine())
 
     def service_info(self, network_id: str, addresses: list[str]) -> AsyncServiceInfo:
         """The service this node registers when its addresses are `addresses`."""
