@@ -109,8 +109,8 @@ CHAOS_GAP_S = (4.0, 10.0)
 DOWN_S = (5.0, 20.0)
 RESTART_AFTER_S = (2.0, 10.0)
 COURIER_EVERY_S = 30.0
-INTERRUPT_SHARE = 0.5  # of the courier rounds during chaos
-INTERRUPT_AFTER_S = (0.4, 2.0)  # after spawning `simpul usb sync` (its start-up included)
+INTERRUPT_SHARE = 0.6  # of the courier rounds during chaos
+INTERRUPT_AFTER_S = (0.15, 1.0)  # after spawning `simpul usb sync` (its start-up included)
 MAX_DOWN = 2  # office nodes dead at once, at most
 WRITE_GAP_S = (0.2, 0.6)
 MAX_WRITE_STEPS = 5000
@@ -229,6 +229,7 @@ class SoakNode:
     extra: tuple[str, ...] = ()
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    ready: bool = False  # printed its ready line, not killed since
     counters_done: Counter[str] = field(default_factory=Counter)  # of earlier runs
     counters_now: Counter[str] = field(default_factory=Counter)  # last scrape of this run
 
@@ -252,6 +253,7 @@ class SoakNode:
                 with self.log.open("rb") as log:
                     log.seek(offset)
                     if READY.search(log.read()):
+                        self.ready = True
                         return
                 if self.process.returncode is not None:
                     raise SoakError(f"{self.name} exited at start: see {self.log}")
@@ -274,6 +276,7 @@ class SoakNode:
     async def kill9(self) -> None:
         await self.scrape()
         assert self.process is not None
+        self.ready = False
         self.process.kill()
         await self.process.wait()
         self.counters_done += self.counters_now
@@ -410,6 +413,7 @@ class Tally:
     courier_rounds: int = 0
     usb_interrupted: Counter[str] = field(default_factory=Counter)
     usb_failures: list[str] = field(default_factory=list)
+    start_failures: list[str] = field(default_factory=list)
     usb_bytes: int = 0
     events: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
@@ -610,6 +614,14 @@ class Soak:
             self.tally.courier_rounds += 1
             victim = self.rng.choice(("village", "office")) if interrupt else None
             kill_after = self.rng.uniform(*INTERRUPT_AFTER_S)
+            self.event(
+                f"courier round {self.tally.courier_rounds}"
+                + (
+                    f": usb sync at the {victim} to be killed within {kill_after:.2f} s"
+                    if victim
+                    else ""
+                )
+            )
             outcomes = [
                 await self.usb_sync(
                     self.village, at_village, kill_after if victim == "village" else None
@@ -685,7 +697,11 @@ class Soak:
 
         async def run() -> None:
             await asyncio.sleep(delay)
-            await action()
+            try:
+                await action()
+            except SoakError as exc:  # a node that does not start again: a finding
+                self.tally.start_failures.append(str(exc))
+                self.event(f"failed: {exc}")
 
         task = asyncio.create_task(run())
         self.pending.add(task)
@@ -702,7 +718,7 @@ class Soak:
         return None
 
     async def kill_one(self) -> None:
-        candidates = [i for i, n in enumerate(self.nodes) if n.running]
+        candidates = [i for i, n in enumerate(self.nodes) if n.running and n.ready]
         dead = sum(1 for n in self.offices if not n.running)
         if dead >= MAX_DOWN:
             candidates = [i for i in candidates if i == len(self.nodes) - 1]
@@ -997,6 +1013,7 @@ def report(
     lan_out = bytes_.get('{carrier="lan",direction="out"}', 0)
     lan_in = bytes_.get('{carrier="lan",direction="in"}', 0)
     hub_nodes = result["hub"].get("nodes", {})
+    hub_refusals = result["hub"].get("refusals", {})
     hub_in = sum(n["bytes_in"] for n in hub_nodes.values())
     hub_out = sum(n["bytes_out"] for n in hub_nodes.values())
     refusals = Counter()
@@ -1047,6 +1064,8 @@ def report(
         f"| bytes, USB folder carried (both ways, every round) | {tally.usb_bytes:,} |",
         f"| refusals counted by nodes (reason: runs) |"
         f" {', '.join(f'{k}: {v}' for k, v in sorted(refusals.items())) or '0'} |",
+        f"| refusals counted by the hub (reason: entries or runs) |"
+        f" {', '.join(f'{k}: {v}' for k, v in sorted(hub_refusals.items())) or '0'} |",
         "",
         "| acceptance | result | holds |",
         "| --- | --- | --- |",
@@ -1062,6 +1081,8 @@ def report(
         f" {verdict(verify_ok)} |",
         f"| no `Traceback` in any log |"
         f" {', '.join(f'{k}: {v}' for k, v in traced.items()) or 'none'} | {verdict(not traced)} |",
+        f"| every node killed started again |"
+        f" {'; '.join(tally.start_failures) or 'yes'} | {verdict(not tally.start_failures)} |",
         f"| `simpul usb sync` never failed (other than killed) |"
         f" {'; '.join(tally.usb_failures) or 'none'} | {verdict(not tally.usb_failures)} |",
         "",
@@ -1079,6 +1100,7 @@ def passed(result: dict[str, Any], soak: Soak) -> bool:
     writes = result["writes"]
     return result["converge_s"] is not None and not (
         writes["lost"] or writes["api_mismatch"] or soak.tally.usb_failures
+        or soak.tally.start_failures
         or any(result["tracebacks"].values())
         or not all(v.startswith("ok") for v in result["verified"].values())
     )  # fmt: skip
