@@ -925,19 +925,24 @@ class Soak:
         return results
 
     def log_findings(self) -> tuple[dict[str, int], Counter[str]]:
-        """Tracebacks per log file, and ERROR lines (numbers and hex ids blanked) counted."""
+        """Tracebacks per log file; ERROR lines and the last line of each traceback (the
+        exception), numbers and hex ids blanked, counted."""
         tracebacks, errors = {}, Counter()
         for log in sorted((self.work / "logs").glob("*.log")):
             text = log.read_text(errors="replace")
             tracebacks[log.name] = text.count("Traceback")
+            in_traceback = False
             for line in text.splitlines():
-                if (
-                    " ERROR " in line
-                    or "Traceback" in line
-                    or line.startswith(("KeyError", "Error"))
-                ):
-                    shape = re.sub(r"[0-9a-f]{16,}", "…", line.split(" ", 2)[-1])
-                    errors[f"{log.stem}: {re.sub(r'[0-9]+', 'N', shape)[:160]}"] += 1
+                if line.startswith("Traceback"):
+                    in_traceback = True
+                    continue
+                if in_traceback and line.startswith((" ", "^")):
+                    continue
+                if in_traceback or " ERROR " in line:
+                    shape = line.split(" ERROR ", 1)[-1] if not in_traceback else line
+                    shape = re.sub(r"[0-9]+", "N", re.sub(r"[0-9a-f]{16,}", "…", shape))
+                    errors[f"{log.stem}: {shape[:160]}"] += 1
+                in_traceback = False
         return tracebacks, errors
 
     async def run(self) -> dict[str, Any]:
