@@ -216,6 +216,7 @@ class Discovery:
         self._last_heard: dict[str, float] = {}
         self._logged: set[str] = set()  # what was logged once: kind:node id, kind:name
         self._own_name = f"{node_id}.{SERVICE_TYPE}"
+        quiet_interface_errors()
 
     def service_info(self, network_id: str, addresses: list[str]) -> AsyncServiceInfo:
         """The service this node registers when its addresses are `addresses`."""
@@ -235,7 +236,6 @@ class Discovery:
         at the next poll, never raised into the node.
         """
         log.info("discovery start node_id=%s sync_port=%d", self.node_id, self.sync_port)
-        quiet_interface_errors()
         self._watch = asyncio.create_task(self._follow_interfaces())
 
     async def stop(self) -> None:

@@ -12,7 +12,8 @@ Traffic between the hosts stays on that bridge: the subnet exists only inside th
 namespaces. `add_upstream()` adds one more namespace `smp-<random>-up` (the district hub's
 side of the internet: a bridge `br1` addressed `10.214.<random>.1/24`) that the office
 hosts have no route to until `link_upstream(i)` gives host i an interface `wan0` on it
-(`unlink_upstream(i)` takes it away again).
+(`unlink_upstream(i)` takes it away again). `add_island()` adds a namespace with loopback
+only, reachable by no host.
 
 `spawn(i, argv)` runs a program on host i (`ip netns exec`); `close()` kills every
 process still in the namespaces (they are all the test's own) and deletes them.
@@ -139,6 +140,13 @@ class Lan:
         ip("-n", up, "addr", "add", f"{self.upstream.address}/24", "dev", "br1")
         ip("-n", up, "link", "set", "br1", "up")
         return self.upstream
+
+    def add_island(self, name: str = "island") -> str:
+        """One more namespace `smp-<random>-<name>` with loopback only: a host that no other
+        can reach (a village node reached by USB alone); its name."""
+        namespace = self.bridge_namespace.removesuffix("-br") + f"-{name}"
+        self._add_namespace(namespace)
+        return namespace
 
     def link_upstream(self, i: int) -> None:
         """Give host i an interface on the upstream bridge (address ….<i + 10>)."""

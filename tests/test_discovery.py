@@ -25,6 +25,7 @@ import pytest
 from conftest import Api, simpul_cli
 from enrolled_dirs import Networks
 from netns import Lan, lan_fixture  # noqa: F401  (provides the `lan` fixture)
+from zeroconf import QuietLogger
 from zeroconf.asyncio import AsyncServiceInfo
 
 from simpul.crypto.node_key import NodeKey
@@ -356,3 +357,22 @@ def test_an_interface_that_went_down_is_one_quiet_log_line(
         "discovery send failed reason=Network is unreachable (an interface went down)"
     )
     assert other.exc_info is not None  # anything else keeps its traceback
+
+
+def test_a_socket_error_of_zeroconf_is_one_line_without_traceback(
+    table: PeerTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interface that goes down makes zeroconf's sockets fail; zeroconf logs that with a
+    traceback (once per socket, so at every flap): a node logs one line instead."""
+    Discovery(NODE_A, lambda: NET, SYNC_PORT, table)
+    unreachable = OSError(101, "Network is unreachable")
+    with caplog.at_level(logging.INFO, logger="zeroconf"):
+        QuietLogger.log_exception_once(
+            unreachable, "Error with socket 14 (('10.213.90.2', 5353))): %s", unreachable
+        )
+    (record,) = [r for r in caplog.records if r.name == "zeroconf"]
+    assert record.exc_info is None and record.levelno == logging.INFO
+    assert "Traceback" not in caplog.text and len(caplog.text.strip().splitlines()) == 1
+    assert record.getMessage() == (
+        "discovery send failed reason=Network is unreachable (an interface went down)"
+    )
