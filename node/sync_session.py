@@ -437,6 +437,11 @@ class SyncServer:
             await response.write(encode_frame(End()))
             await response.write_eof()
             outcome = OK
+        except ConnectionError as exc:  # the peer went away (or stopped): it resumes later
+            log.warning(
+                "sync serve pull cut node_id=%s sent=%d reason=%s", peer.node_id, report.sent, exc
+            )
+            return response
         finally:
             self._release(peer)
             self.counters.session(CARRIER, "server", outcome, bytes_out=report.bytes_out)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from certified_peers import Network
+from conftest import generate
 from sync_peers import Peer
 
 from simpul.crypto.network_root import create_network
 from simpul.crypto.revocation import issue_revocation_list
 from simpul.crypto.tls import client_context, server_context
-from simpul.node.sync_session import SessionError, SyncServer, Trust, sync_with
+from simpul.node.sync_session import PULL, SessionError, SyncServer, Trust, opening, sync_with
+from simpul.sync.frontier import Frontier
 
 
 def contexts(network: Network, peer: Peer, private: Path) -> tuple[ssl.SSLContext, ...]:
@@ -167,3 +172,24 @@ async def test_a_chunk_refused_for_good_is_not_sent_again(
         again = await sync_with(original.engine, url, original_ctx, trust_of(network))
         assert again.sent == 0 and again.bytes_out < 400, again  # told, it stops offering
         assert len(server.sessions) == 2  # no push in the last session
+
+
+async def test_a_client_that_goes_away_mid_pull_is_one_log_line(
+    tmp_path: Path, network: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = [json.loads(line) for line in generate(400, "jsonl").splitlines()]
+    a, b = await network.node(["1709", "1702"]), await network.node(["1709", "1702"])
+    await a.records.import_batch(list(enumerate(data)), "import")
+    _, client_ctx = contexts(network, b, tmp_path)
+    async with serving(network, a, tmp_path) as (url, server):
+        body = opening(b.engine, Frontier())
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(url + PULL, data=body, ssl=client_ctx)
+            await response.content.read(4096)
+            response.close()  # gone: the server is still writing the rest
+        async with asyncio.timeout(10):  # the server notices at its next write
+            while server.in_session:
+                await asyncio.sleep(0.05)
+        report = await sync_with(b.engine, url, client_ctx, trust_of(network))
+        assert report.received == 400  # the next session takes everything
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
