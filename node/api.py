@@ -34,7 +34,7 @@ from simpul.sync.household import (
 )
 from simpul.sync.ids import new_member_id
 from simpul.sync.operators import Operator
-from simpul.sync.proposals import NOTE, TransitionRefused, check_api_status
+from simpul.sync.proposals import DRAFT, NOTE, TransitionRefused, check_api_status
 from simpul.sync.record_doc import MEMBERS
 from simpul.sync.store import OutOfScope, RecordExists, RecordNotFound
 
@@ -187,6 +187,8 @@ def apply_member_ops(members: list[dict[str, Any]], ops: Any) -> list[dict[str, 
 async def create_record(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     body = await read_json(request)
+    if isinstance(body, dict) and "status_usulan" not in body:
+        body = {**body, "status_usulan": DRAFT}  # a new household starts as a draft
     try:
         household = validate_household(body)
     except ValidationError as exc:

@@ -73,8 +73,9 @@ async def import_csv(
     """Import `path`; returns {households, persons, created, updated, unchanged, rejected}."""
     total = ImportOutcome()
     rejected: list[dict[str, Any]] = []
+    lines = count_data_lines(path) if show_progress else 0
     bar = (
-        click.progressbar(length=count_data_lines(path), label="Import", file=sys.stderr)
+        click.progressbar(length=lines, label="Import", file=sys.stderr)
         if show_progress
         else nullcontext()
     )
@@ -107,6 +108,8 @@ async def import_csv(
                 if progress is not None and batch:
                     progress.update(batch[-1][0] - done_line)
                     done_line = batch[-1][0]
+        if progress is not None:  # the last household's rows and any trailing rejected rows
+            progress.update(lines + 1 - done_line)
     rejected.sort(key=lambda r: r["line"])
     return {
         "households": total.created + total.updated + total.unchanged,
