@@ -1,4 +1,4 @@
-"""Child process of `simpul import`: parse and validate a CSV file, stream the results.
+"""Child process of `simpul import`: parse and validate a CSV or .xlsx file, stream the results.
 
 Run as `python -m simpul.node.parse_worker FILE BATCH`. Writes length-prefixed pickles to
 stdout: lists of parsed items (CsvHousehold / Rejection) of about BATCH households each,
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from simpul.sync.csv_households import CsvFormatError, CsvHousehold, read_households_csv
+from simpul.sync.csv_households import CsvFormatError, CsvHousehold, read_households_file
 
 HEADER = struct.Struct(">Q")
 
@@ -29,7 +29,7 @@ def main(path: Path, batch_households: int, out: BinaryIO) -> None:
     try:
         batch: list[object] = []
         households = 0
-        for item in read_households_csv(path):
+        for item in read_households_file(path):
             batch.append(item)
             households += isinstance(item, CsvHousehold)
             if households >= batch_households:
