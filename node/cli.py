@@ -309,7 +309,7 @@ def token_create(data_dir: Path, name: str) -> None:
 )
 @click.pass_obj
 def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> None:
-    """Import households from an office CSV file (one row per person)."""
+    """Import households from an office CSV or Excel .xlsx file (one row per person)."""
     show_progress = not as_json and sys.stderr.isatty()
 
     async def go() -> dict[str, Any]:

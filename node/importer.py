@@ -1,4 +1,4 @@
-"""CSV import into a node's store: parse in a child process, commit households in batches.
+"""CSV and .xlsx import into a node's store: parse in a child process, commit in batches.
 
 Parsing and validating the file runs in a separate process so it overlaps with building
 Automerge documents and writing SQLite in this one (two cores, twice the work). Each
@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from simpul.node.parse_worker import HEADER
+from simpul.sync import regions
 from simpul.sync.csv_households import (
     CsvFormatError,
     CsvHousehold,
@@ -85,12 +86,16 @@ async def import_csv(
         async with aclosing(parsed_batches(path)) as batches:
             async for items in batches:
                 batch: list[tuple[int, Mapping[str, Any]]] = []
+                names: dict[str, tuple[str, ...]] = {}
                 for item in items:
                     if isinstance(item, Rejection):
                         rejected.append({"line": item.line, "reason": item.reason})
                     else:
                         batch.append((item.line, item.household))
+                        if item.region_names:
+                            names[item.household["kode_wilayah"]] = item.region_names
                 outcome = await records.import_batch(batch, operator)
+                await regions.remember(records.db, names)
                 total.created += outcome.created
                 total.updated += outcome.updated
                 total.unchanged += outcome.unchanged
@@ -109,7 +114,7 @@ async def import_csv(
                     progress.update(batch[-1][0] - done_line)
                     done_line = batch[-1][0]
         if progress is not None:  # the last household's rows and any trailing rejected rows
-            progress.update(lines + 1 - done_line)
+            progress.update(max(lines + 1 - done_line, 0))
     rejected.sort(key=lambda r: r["line"])
     return {
         "households": total.created + total.updated + total.unchanged,

@@ -84,6 +84,7 @@ _FIELD_COLUMNS = {
     "rumah": "LANTAI/DINDING/ATAP/SUMBER AIR",
 }
 _SCIENTIFIC_RE = re.compile(r"[0-9]+(?:[.,][0-9]+)?E[+-]?[0-9]+", re.IGNORECASE)
+_IDENTIFIER_RE = re.compile(r"[0-9]{16}")
 _DMY_RE = re.compile(r"([0-9]{1,2})[/-]([0-9]{1,2})[/-]([0-9]{4})")
 _YMD_RE = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
 _PROGRAM_SPLIT_RE = re.compile(r"[,;|]")
@@ -97,6 +98,8 @@ class Rejection:
 
     line: int  # 1-based physical line number in the file (header is line 1)
     reason: str  # names the column and what to fix
+    nik: str = ""  # the row's NIK and KK cells as read, for the rounding check
+    kk: str = ""
 
 
 @dataclass
@@ -106,6 +109,9 @@ class CsvHousehold:
     line: int  # physical line of its first row
     household: dict  # normalised by validate_household(); "id" only if ID KELUARGA is a UUID
     member_lines: list[int] = field(default_factory=list)  # the line of each member's row
+    # province, regency, district and village names of its region code, when the file has
+    # those columns (PROVINSI, KABUPATEN/KOTA, KECAMATAN, DESA/KELURAHAN)
+    region_names: tuple[str, ...] | None = None
 
 
 class CsvFormatError(Exception):
@@ -127,14 +133,20 @@ class _Group:
     fields_line: int = 0
     members: list[dict] = field(default_factory=list)
     member_lines: list[int] = field(default_factory=list)
+    region_names: tuple[str, ...] | None = None
     nik_lines: dict[str, int] = field(default_factory=dict)
 
 
 def count_data_lines(path: Path) -> int:
-    """Physical lines after the header: a cheap total for a progress bar.
+    """Physical lines after the header (rows after the first, for a workbook): a cheap total
+    for a progress bar.
 
     Compare with the `line` of what `read_households_csv` yields (data starts on line 2).
     """
+    if _is_zip(path):
+        from simpul.sync.xlsx_households import count_sheet_rows  # openpyxl only if needed
+
+        return count_sheet_rows(path)
     lines = 0
     last = b"\n"
     with path.open("rb") as raw:
@@ -166,13 +178,16 @@ def read_households_csv(path: Path) -> Iterator[CsvHousehold | Rejection]:
 
 def read_households_file(path: Path) -> Iterator[CsvHousehold | Rejection]:
     """`read_households_csv`, or the workbook reader for an Excel .xlsx file."""
-    with path.open("rb") as raw:
-        magic = raw.read(4)
-    if magic == ZIP_MAGIC:
+    if _is_zip(path):
         from simpul.sync.xlsx_households import read_households_xlsx  # openpyxl only if needed
 
         return read_households_xlsx(path)
     return read_households_csv(path)
+
+
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as raw:
+        return raw.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
 def normalised_header(names: Iterable[object]) -> list[str]:
@@ -301,7 +316,8 @@ def households_from_rows(
 
 def _grouped(rows: Iterator[SourceRow], columns: list[str]) -> Iterator[CsvHousehold | Rejection]:
     index = {name: i for i, name in enumerate(columns) if name}
-    wanted = [c for c in (ID_COLUMN, *REQUIRED_COLUMNS) if c in index]
+    wanted = [c for c in (ID_COLUMN, *REQUIRED_COLUMNS, *INFORMATIONAL_COLUMNS) if c in index]
+    named_regions = all(c in index for c in INFORMATIONAL_COLUMNS)
     group: _Group | None = None
     id_warned = False
     for item in rows:
@@ -322,6 +338,9 @@ def _grouped(rows: Iterator[SourceRow], columns: list[str]) -> Iterator[CsvHouse
             if group is not None:
                 yield from _finish(group)
             group = _Group(key=key, line=start, household_id=household_id)
+            if named_regions:
+                names = tuple(values[c] for c in INFORMATIONAL_COLUMNS)
+                group.region_names = names if all(names) else None
             if household_id and not id_warned and not _is_uuid(household_id):
                 log.warning(
                     "line %d: %s %r is not a UUID; such ids are ignored and those "
@@ -334,7 +353,7 @@ def _grouped(rows: Iterator[SourceRow], columns: list[str]) -> Iterator[CsvHouse
                 id_warned = True
         reasons = _add_row(group, values, start)
         if reasons:
-            yield Rejection(start, "; ".join(reasons))
+            yield Rejection(start, "; ".join(reasons), values["NIK"], kk)
     if group is not None:
         yield from _finish(group)
 
@@ -454,7 +473,7 @@ def _finish(group: _Group) -> Iterator[CsvHousehold | Rejection]:
     canonical = household_id(group.household_id)
     head = {"id": canonical} if canonical else {}
     household = {**head, **group.fields, "anggota": group.members}
-    yield CsvHousehold(line=group.line, household=household, member_lines=group.member_lines)
+    yield CsvHousehold(group.line, household, group.member_lines, group.region_names)
 
 
 def refuse_rounded(items: Iterator[CsvHousehold | Rejection]) -> Iterator[CsvHousehold | Rejection]:
@@ -476,6 +495,9 @@ def refuse_rounded(items: Iterator[CsvHousehold | Rejection]) -> Iterator[CsvHou
             kks.add(item.household["no_kk"])
             for member in item.household[MEMBERS]:
                 niks.add(member["nik"])
+        else:
+            kks.add(item.kk)
+            niks.add(item.nik)
         pending.append((item, nik_from, niks.total, kk_at))
         while pending and niks.total >= pending[0][2] + ROUNDING_REACH:
             yield from _judged(pending.popleft(), niks, kks)
@@ -495,6 +517,8 @@ class _Tally:
         self._zeros_before = [0]  # zeros among values base.. (prefix sums)
 
     def add(self, value: str) -> None:
+        if not _IDENTIFIER_RE.fullmatch(value):
+            return
         self._zeros_before.append(self._zeros_before[-1] + value.endswith("0"))
         self.total += 1
 
@@ -518,7 +542,7 @@ def _judged(
 ) -> Iterator[CsvHousehold | Rejection]:
     item, nik_from, nik_to, kk_at = entry
     if isinstance(item, Rejection):
-        yield item
+        yield _with_rounding(item, niks.rounded_around(nik_from, nik_to), kks, kk_at)
         return
     household = item.household
     kk_bad = household["no_kk"].endswith("0") and kks.rounded_around(kk_at, kk_at + 1)
@@ -538,7 +562,23 @@ def _judged(
             kept.append(member)
             kept_lines.append(line)
     if kept:
-        yield CsvHousehold(kept_lines[0], {**household, MEMBERS: kept}, kept_lines)
+        kept_household = {**household, MEMBERS: kept}
+        yield CsvHousehold(kept_lines[0], kept_household, kept_lines, item.region_names)
+
+
+def _with_rounding(item: Rejection, nik_column: bool, kks: _Tally, kk_at: int) -> Rejection:
+    """A row refused for another reason (a rounded NIK often no longer matches the birth
+    date) also says its identifiers look rounded, so the hint is not missed."""
+    reasons = []
+    if nik_column and _IDENTIFIER_RE.fullmatch(item.nik) and item.nik.endswith("0"):
+        reasons.append(_rounded_reason("NIK", item.nik))
+    kk_shape = _IDENTIFIER_RE.fullmatch(item.kk) and item.kk.endswith("0")
+    if kk_shape and kks.rounded_around(kk_at, kk_at + 1):
+        reasons.append(_rounded_reason(KK_COLUMN, item.kk))
+    if not reasons:
+        return item
+    reason = "; ".join([item.reason, *reasons, SPREADSHEET_HINT])
+    return Rejection(item.line, reason, item.nik, item.kk)
 
 
 def _rounded_reason(column: str, value: str) -> str:
