@@ -27,7 +27,9 @@ from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
 from simpul.node.node_status import status_of
 from simpul.node.runtime import default_data_dir, open_node, prepare_data_dir
-from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
+from simpul.sync import regions
+from simpul.sync.export_households import CSV_COLUMNS, HouseholdWorkbook, csv_rows, jsonl_line
+from simpul.sync.household import STATUS_USULAN
 from simpul.sync.operators import ROLES, Account, TokenInfo
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -329,29 +331,56 @@ def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> No
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "xlsx"]), default="jsonl")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--village", default=None, help="Only households of this village code.")
+@click.option(
+    "--status",
+    "status_usulan",
+    type=click.Choice(STATUS_USULAN),
+    default=None,
+    help="Only households whose proposal has this status (e.g. the musdes list).",
+)
 @click.pass_obj
-def export(data_dir: Path, fmt: str, out: Path | None) -> None:
-    """Export every live household as CSV or JSON lines."""
+def export(
+    data_dir: Path, fmt: str, out: Path | None, village: str | None, status_usulan: str | None
+) -> None:
+    """Export live households as JSON lines, CSV or an Excel workbook (xlsx needs --out)."""
+    if fmt == "xlsx" and out is None:
+        raise click.UsageError("--format xlsx writes a file: give --out FILE.xlsx")
+
+    def wanted(record: dict[str, Any]) -> bool:
+        return (village is None or record["kode_wilayah"] == village) and (
+            status_usulan is None or record["status_usulan"] == status_usulan
+        )
 
     async def go() -> int:
-        stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
         count = 0
-        try:
-            writer = csv.writer(stream, lineterminator="\n")
-            if fmt == "csv":
-                writer.writerow(CSV_COLUMNS)
-            async with open_node(data_dir) as opened:
+        async with open_node(data_dir) as opened:
+            if fmt == "xlsx":
+                book = HouseholdWorkbook(await regions.all_names(opened.db))
                 async for record in opened.records.iter_all():
+                    if wanted(record):
+                        book.add(record)
+                assert out is not None
+                book.save(str(out))
+                return book.households
+            stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+            try:
+                writer = csv.writer(stream, lineterminator="\n")
+                if fmt == "csv":
+                    writer.writerow(CSV_COLUMNS)
+                async for record in opened.records.iter_all():
+                    if not wanted(record):
+                        continue
                     if fmt == "csv":
                         writer.writerows(csv_rows(record))
                     else:
                         stream.write(jsonl_line(record))
                     count += 1
-        finally:
-            if out:
-                stream.close()
+            finally:
+                if out:
+                    stream.close()
         return count
 
     count = run(go())

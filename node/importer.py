@@ -87,14 +87,18 @@ async def import_csv(
             async for items in batches:
                 batch: list[tuple[int, Mapping[str, Any]]] = []
                 names: dict[str, tuple[str, ...]] = {}
+                lines: dict[int, list[int]] = {}
                 for item in items:
                     if isinstance(item, Rejection):
                         rejected.append({"line": item.line, "reason": item.reason})
                     else:
                         batch.append((item.line, item.household))
+                        lines[item.line] = item.member_lines
                         if item.region_names:
                             names[item.household["kode_wilayah"]] = item.region_names
-                outcome = await records.import_batch(batch, operator)
+                outcome = await records.import_batch(
+                    batch, operator, refuse_duplicates=True, member_lines=lines
+                )
                 await regions.remember(records.db, names)
                 total.created += outcome.created
                 total.updated += outcome.updated

@@ -28,6 +28,7 @@ from simpul.node.usb_watcher import UsbWatcher
 from simpul.node.web import add_web_routes, page_auth
 from simpul.node.web_admin import add_admin_routes
 from simpul.node.web_dashboard import add_dashboard_routes
+from simpul.node.web_duplicates import add_duplicate_routes
 from simpul.node.web_households import add_household_routes
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
     add_web_routes(app)
     add_dashboard_routes(app)
     add_household_routes(app)
+    add_duplicate_routes(app)
     add_admin_routes(app)
     add_routes(app)
     add_enroll_routes(app)

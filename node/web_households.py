@@ -27,6 +27,7 @@ from simpul.node.web_household_form import (
     patch_between,
 )
 from simpul.sync import record_stats
+from simpul.sync.duplicates import DuplicateHousehold
 from simpul.sync.household import (
     HUBUNGAN,
     JENIS_KELAMIN,
@@ -145,11 +146,13 @@ def form_page(
     record_id: str | None,
     original: dict[str, Any] | None,
     status: int = 200,
+    duplicate: DuplicateHousehold | None = None,
 ) -> web.Response:
     return page(
         request,
         "household_form.html",
         http_status=status,
+        duplicate=duplicate,
         household=household,
         errors=errors,
         record_id=record_id,
@@ -196,7 +199,9 @@ async def save_form(request: web.Request) -> web.Response:
     try:
         valid = validate_household({**household, "status_usulan": status, NOTE: note})
         if record_id is None:
-            created = await node.records.create(valid, session.operator.username)
+            created = await node.records.create(
+                valid, session.operator.username, refuse_duplicates=True
+            )
             record_id = created["id"]
         else:
             patch = patch_between(original or {}, valid)
@@ -205,6 +210,7 @@ async def save_form(request: web.Request) -> web.Response:
                     record_id,
                     lambda current: apply_patch(current, patch),
                     session.operator.username,
+                    refuse_duplicates=True,
                 )
     except ValidationError as exc:
         errors = form_errors(exc.errors, request[TEXT])
@@ -212,10 +218,23 @@ async def save_form(request: web.Request) -> web.Response:
     except OutOfScope:
         errors = {"kode_wilayah": request[TEXT]("error.out_of_scope")}
         return form_page(request, household, errors, record_id, original, status=422)
+    except DuplicateHousehold as exc:
+        errors = {duplicate_field(household, exc): request[TEXT]("dup.here")}
+        return form_page(request, household, errors, record_id, original, 409, exc)
     except RecordNotFound:
         raise Refused(404, "error.not_found") from None
     log.info("page save id=%s operator=%s", record_id, session.operator.username)
     raise web.HTTPSeeOther(f"/keluarga/{record_id}?ok=hh.saved")
+
+
+def duplicate_field(household: dict[str, Any], exc: DuplicateHousehold) -> str:
+    """The form field (its error key) holding the identifier another household has."""
+    if exc.field == "no_kk":
+        return "no_kk"
+    for index, member in enumerate(household["anggota"]):
+        if str(member.get("nik", "")).strip() == exc.value:
+            return f"anggota[{index}].nik"
+    return "anggota"
 
 
 async def move_proposal(request: web.Request) -> web.Response:

@@ -32,6 +32,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "nav.households": ("Data keluarga", "Households"),
     "nav.proposals": ("Usulan", "Proposals"),
     "nav.conflicts": ("Konflik", "Conflicts"),
+    "nav.duplicates": ("Duplikat", "Duplicates"),
     "nav.admin": ("Admin", "Admin"),
     "nav.logout": ("Keluar", "Log out"),
     "nav.menu": ("Menu utama", "Main menu"),
@@ -274,6 +275,32 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Only a verifier or an admin can settle conflicts.",
     ),
     "conf.pick_one": ("Pilih salah satu nilai atau tulis nilai lain.", "Pick a value or type one."),
+    # duplicates
+    "dup.title": ("Duplikat", "Duplicates"),
+    "dup.intro": (
+        "Keluarga berikut memakai NIK atau No. KK yang sama, biasanya karena dua tempat "
+        "mendaftarkan satu keluarga saat tidak tersambung. Gabungkan bila satu keluarga, "
+        "atau tandai keduanya benar bila memang dua keluarga.",
+        "These households share a NIK or a No. KK, usually because two places registered "
+        "one family while offline. Merge them if they are one family, or mark both as right "
+        "if they are two.",
+    ),
+    "dup.none": ("Tidak ada keluarga ganda.", "No duplicate households."),
+    "dup.shared": ("Sama: {what}", "Shared: {what}"),
+    "dup.keep_this": ("Gabungkan ke keluarga ini", "Merge into this household"),
+    "dup.both": ("Keduanya benar (dua keluarga)", "Both are right (two families)"),
+    "dup.only_verifier": (
+        "Hanya verifikator atau admin yang dapat menggabungkan.",
+        "Only a verifier or an admin can merge.",
+    ),
+    "dup.merged": ("Keluarga digabungkan.", "Households merged."),
+    "dup.kept": ("Ditandai sebagai dua keluarga.", "Marked as two families."),
+    "dup.refused": (
+        "{what} {value} sudah tercatat di keluarga {label}.",
+        "{what} {value} is already recorded in the household {label}.",
+    ),
+    "dup.open": ("Buka keluarga itu", "Open that household"),
+    "dup.here": ("sudah tercatat di keluarga lain", "already recorded in another household"),
     # admin
     "adm.title": ("Admin", "Admin"),
     "adm.devices": ("Perangkat di jaringan", "Devices in the network"),

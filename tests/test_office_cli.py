@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from conftest import generate, simpul_cli
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from simpul.sync.csv_households import SPREADSHEET_HINT
 
@@ -143,3 +143,42 @@ def test_data_dir_works_after_the_subcommand_of_node(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "No such option" not in result.stderr
     assert "expected HOST:PORT" in result.stderr
+
+
+def test_an_exported_workbook_reimports_to_identical_households(tmp_path: Path) -> None:
+    rows = rows_of(80)
+    imported(tmp_path / "a", write_rows(tmp_path / "h.csv", rows))
+    book = tmp_path / "out.xlsx"
+    result = simpul_cli(tmp_path / "a", "export", "--format", "xlsx", "--out", str(book))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == f"80 households written to {book}"
+    again = imported(tmp_path / "a", book)
+    assert (again["unchanged"], again["rejected"]) == (80, [])
+    imported(tmp_path / "b", book)
+    assert exported(tmp_path / "b") == exported(tmp_path / "a")
+
+    sheet = load_workbook(book, read_only=True).worksheets[0]
+    header, first = list(sheet.iter_rows(max_row=2, values_only=True))
+    cells = dict(zip(header, first, strict=True))
+    village = next(r for r in rows[1:] if r[0] == cells["ID KELUARGA"])
+    assert cells["DESA/KELURAHAN"] == village[rows[0].index("DESA/KELURAHAN")]
+    assert isinstance(cells["NIK"], str) and len(cells["NIK"]) == 16
+
+
+def test_the_musdes_list_is_one_village_by_proposal_status(tmp_path: Path) -> None:
+    header, *rows = rows_of(120)
+    imported(tmp_path / "a", write_rows(tmp_path / "h.csv", [header, *rows]))
+    kode, status = header.index("KODE WILAYAH"), header.index("STATUS USULAN")
+    village, wanted = rows[0][kode], rows[0][status]
+    expected = {
+        r[header.index("ID KELUARGA")] for r in rows if (r[kode], r[status]) == (village, wanted)
+    }
+    book = tmp_path / "musdes.xlsx"
+    result = simpul_cli(tmp_path / "a", "export", "--format", "xlsx", "--out", str(book),
+                        "--village", village, "--status", wanted)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ids = {r[0] for r in load_workbook(book, read_only=True).worksheets[0].iter_rows(
+        min_row=2, values_only=True)}  # fmt: skip
+    assert ids == expected
+    no_file = simpul_cli(tmp_path / "a", "export", "--format", "xlsx")
+    assert no_file.returncode == 2 and "--out FILE.xlsx" in no_file.stderr
