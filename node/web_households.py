@@ -7,6 +7,8 @@ trail names the logged-in operator.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import math
@@ -26,8 +28,9 @@ from simpul.node.web_household_form import (
     original_of,
     patch_between,
 )
-from simpul.sync import record_stats
+from simpul.sync import record_stats, regions
 from simpul.sync.duplicates import DuplicateHousehold
+from simpul.sync.export_households import HouseholdWorkbook
 from simpul.sync.household import (
     HUBUNGAN,
     JENIS_KELAMIN,
@@ -273,7 +276,48 @@ async def move_proposal(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/keluarga/{record['id']}")
 
 
+async def download_xlsx(request: web.Request) -> web.Response:
+    """The list as an Excel workbook: every household, or one village (`desa`) and/or one
+    proposal status (`status`), e.g. the list a village meeting discusses."""
+    session = operator_of(request)
+    node = request.app[NODE_KEY]
+    village = request.query.get("desa", "").strip()
+    status = request.query.get("status", "")
+    status = status if status in STATUS_USULAN else ""
+    chosen = [
+        record
+        async for record in node.records.iter_all()
+        if (not village or record["kode_wilayah"] == village)
+        and (not status or record["status_usulan"] == status)
+    ]
+    names = await regions.all_names(node.db)
+
+    def build() -> bytes:
+        book = HouseholdWorkbook(names)
+        for record in chosen:
+            book.add(record)
+        out = io.BytesIO()
+        book.save(out)
+        return out.getvalue()
+
+    body = await asyncio.to_thread(build)
+    filename = "-".join(["keluarga", *(part for part in (village, status) if part)]) + ".xlsx"
+    log.info(
+        "page export xlsx households=%d village=%s status=%s operator=%s",
+        len(chosen),
+        village or "-",
+        status or "-",
+        session.operator.username,
+    )
+    return web.Response(
+        body=body,
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 def add_household_routes(app: web.Application) -> None:
+    app.router.add_get("/ekspor.xlsx", download_xlsx)
     app.router.add_get("/keluarga", household_list)
     app.router.add_get("/keluarga/baru", new_form)
     app.router.add_post("/keluarga/baru", save_form)

@@ -33,6 +33,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "nav.proposals": ("Usulan", "Proposals"),
     "nav.conflicts": ("Konflik", "Conflicts"),
     "nav.duplicates": ("Duplikat", "Duplicates"),
+    "hh.download": ("Unduh Excel (.xlsx)", "Download Excel (.xlsx)"),
     "nav.admin": ("Admin", "Admin"),
     "nav.logout": ("Keluar", "Log out"),
     "nav.menu": ("Menu utama", "Main menu"),
