@@ -28,6 +28,7 @@ from simpul.node.web_household_form import (
     original_of,
     patch_between,
 )
+from simpul.node.web_names import device_label, device_names, village_label
 from simpul.sync import record_stats, regions
 from simpul.sync.duplicates import DuplicateHousehold
 from simpul.sync.export_households import HouseholdWorkbook
@@ -101,8 +102,17 @@ async def household_list(request: web.Request) -> web.Response:
     operator_of(request)
     status = request.query.get("status", "")
     found = await search_page(request, status if status in STATUS_USULAN else None)
-    villages = [code for code, _ in await record_stats.by_village(request.app[NODE_KEY].db)]
-    return page(request, "households.html", villages=villages, statuses=STATUS_USULAN, **found)
+    node = request.app[NODE_KEY]
+    villages = [code for code, _ in await record_stats.by_village(node.db)]
+    place = await village_label(node)
+    return page(
+        request,
+        "households.html",
+        villages=villages,
+        statuses=STATUS_USULAN,
+        place=place,
+        **found,
+    )
 
 
 async def proposals(request: web.Request) -> web.Response:
@@ -112,7 +122,10 @@ async def proposals(request: web.Request) -> web.Response:
     status = status if status in STATUS_USULAN else default
     counts = await record_stats.by_status(request.app[NODE_KEY].db)
     found = await search_page(request, status)
-    return page(request, "proposals.html", counts=counts, statuses=STATUS_USULAN, **found)
+    place = await village_label(request.app[NODE_KEY])
+    return page(
+        request, "proposals.html", counts=counts, statuses=STATUS_USULAN, place=place, **found
+    )
 
 
 async def household_detail(request: web.Request, **extra: Any) -> web.Response:
@@ -132,7 +145,16 @@ async def household_detail(request: web.Request, **extra: Any) -> web.Response:
         notice=notice(request),
         problem_text=extra.pop("problem_text", ""),
         reason=extra.pop("reason", ""),
+        head=head_of(record),
+        place=await village_label(node),
+        device=device_label(await device_names(node)),
     )
+
+
+def head_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The head of household (Kepala Keluarga), else the first member."""
+    members = record.get("anggota") or [{}]
+    return next((m for m in members if m.get("hubungan") == "Kepala Keluarga"), members[0])
 
 
 def delivered_to_hub(record: dict[str, Any]) -> bool | None:
