@@ -74,9 +74,9 @@ async def import_csv(
     """Import `path`; returns {households, persons, created, updated, unchanged, rejected}."""
     total = ImportOutcome()
     rejected: list[dict[str, Any]] = []
-    lines = count_data_lines(path) if show_progress else 0
+    total_lines = count_data_lines(path) if show_progress else 0
     bar = (
-        click.progressbar(length=lines, label="Import", file=sys.stderr)
+        click.progressbar(length=total_lines, label="Import", file=sys.stderr)
         if show_progress
         else nullcontext()
     )
@@ -87,17 +87,17 @@ async def import_csv(
             async for items in batches:
                 batch: list[tuple[int, Mapping[str, Any]]] = []
                 names: dict[str, tuple[str, ...]] = {}
-                lines: dict[int, list[int]] = {}
+                member_lines: dict[int, list[int]] = {}
                 for item in items:
                     if isinstance(item, Rejection):
                         rejected.append({"line": item.line, "reason": item.reason})
                     else:
                         batch.append((item.line, item.household))
-                        lines[item.line] = item.member_lines
+                        member_lines[item.line] = item.member_lines
                         if item.region_names:
                             names[item.household["kode_wilayah"]] = item.region_names
                 outcome = await records.import_batch(
-                    batch, operator, refuse_duplicates=True, member_lines=lines
+                    batch, operator, refuse_duplicates=True, member_lines=member_lines
                 )
                 await regions.remember(records.db, names)
                 total.created += outcome.created
@@ -118,7 +118,7 @@ async def import_csv(
                     progress.update(batch[-1][0] - done_line)
                     done_line = batch[-1][0]
         if progress is not None:  # the last household's rows and any trailing rejected rows
-            progress.update(max(lines + 1 - done_line, 0))
+            progress.update(max(total_lines + 1 - done_line, 0))
     rejected.sort(key=lambda r: r["line"])
     return {
         "households": total.created + total.updated + total.unchanged,

@@ -7,6 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +185,29 @@ def test_the_musdes_list_is_one_village_by_proposal_status(tmp_path: Path) -> No
     assert ids == expected
     no_file = simpul_cli(tmp_path / "a", "export", "--format", "xlsx")
     assert no_file.returncode == 2 and "--out FILE.xlsx" in no_file.stderr
+
+
+def test_the_import_progress_bar_ends_at_100_percent(tmp_path: Path) -> None:
+    """On a terminal (a pty here) the bar is drawn; its last state says 100%."""
+    path = write_rows(tmp_path / "h.csv", rows_of(60))
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "simpul.node", "--data-dir", str(tmp_path / "node"),
+         "import", str(path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower,
+    ) as child:  # fmt: skip
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert child.wait(timeout=120) == 0
+    os.close(leader)
+    states = [s for s in re.split(rb"[\r\n]", drawn) if b"Import" in s]
+    assert states, drawn
+    assert b"100%" in states[-1], states[-3:]
