@@ -309,14 +309,23 @@ def token_create(data_dir: Path, name: str) -> None:
     show_default=True,
     help="Username recorded in the audit trail.",
 )
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="Import rows whose NIK or No. KK another household holds (then listed on Duplikat).",
+)
 @click.pass_obj
-def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> None:
+def import_(
+    data_dir: Path, file: Path, as_json: bool, operator_name: str, allow_duplicates: bool
+) -> None:
     """Import households from an office CSV or Excel .xlsx file (one row per person)."""
     show_progress = not as_json and sys.stderr.isatty()
 
     async def go() -> dict[str, Any]:
         async with open_node(data_dir) as opened:
-            return await import_csv(opened.records, file, operator_name, show_progress)
+            return await import_csv(
+                opened.records, file, operator_name, show_progress, not allow_duplicates
+            )
 
     summary = run(go())
     if as_json:

@@ -69,9 +69,15 @@ async def parsed_batches(path: Path) -> AsyncIterator[Parsed]:
 
 
 async def import_csv(
-    records: RecordStore, path: Path, operator: str, show_progress: bool = False
+    records: RecordStore,
+    path: Path,
+    operator: str,
+    show_progress: bool = False,
+    refuse_duplicates: bool = True,
 ) -> dict[str, Any]:
-    """Import `path`; returns {households, persons, created, updated, unchanged, rejected}."""
+    """Import `path` (CSV or .xlsx); returns {households, persons, created, updated,
+    unchanged, rejected}. Rows whose NIK or KK another household holds are refused unless
+    `refuse_duplicates` is False (they are then listed as duplicates)."""
     total = ImportOutcome()
     rejected: list[dict[str, Any]] = []
     total_lines = count_data_lines(path) if show_progress else 0
@@ -97,7 +103,7 @@ async def import_csv(
                         if item.region_names:
                             names[item.household["kode_wilayah"]] = item.region_names
                 outcome = await records.import_batch(
-                    batch, operator, refuse_duplicates=True, member_lines=member_lines
+                    batch, operator, refuse_duplicates=refuse_duplicates, member_lines=member_lines
                 )
                 await regions.remember(records.db, names)
                 total.created += outcome.created

@@ -18,6 +18,9 @@ from test_lan_sync import Client, eventually, two_synced_nodes
 from test_web_access import CSRF, PASSWORD, Site
 from test_web_access import site as site
 
+from simpul.node.runtime import open_node
+from simpul.sync import duplicates
+
 RECORDS = "/api/v1/records"
 
 
@@ -230,3 +233,26 @@ async def test_a_verifier_merges_a_pair_or_keeps_both(site: Site, households_jso
         async with http.post(f"{site.base}/duplikat/biarkan", data=form) as response:
             assert "Ditandai sebagai dua keluarga." in await response.text()
             assert "Tidak ada keluarga ganda." in await response.text()
+
+
+async def test_import_allow_duplicates_takes_them_and_lists_them(tmp_path: Path) -> None:
+    header, *rows = csv.reader(io.StringIO(generate(12, "csv")))
+    ident = header.index("ID KELUARGA")
+    kk = header.index("NOMOR KK")
+    twin = [list(r) for r in rows if r[kk] == rows[0][kk]]
+    for cells in twin:
+        cells[ident] = "0190a8e4-0000-7000-8000-000000000002"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *rows, *twin])
+    path = tmp_path / "h.csv"
+    path.write_text(out.getvalue(), encoding="utf-8")
+    data = tmp_path / "node"
+    refused = json.loads(simpul_cli(data, "import", str(path), "--json").stdout)
+    assert (refused["households"], len(refused["rejected"])) == (12, len(twin))
+    taken = simpul_cli(data, "import", str(path), "--json", "--allow-duplicates")
+    summary = json.loads(taken.stdout)
+    assert (summary["created"], summary["unchanged"], summary["rejected"]) == (1, 12, [])
+    async with open_node(data) as node:
+        listed = await duplicates.pairs(node.db)
+    niks = [f"NIK {cells[header.index('NIK')]}" for cells in twin]
+    assert [p.shared for p in listed] == [(f"No. KK {rows[0][kk]}", *niks)]
