@@ -143,7 +143,7 @@ def count_data_lines(path: Path) -> int:
 
     Compare with the `line` of what `read_households_csv` yields (data starts on line 2).
     """
-    if _is_zip(path):
+    if is_workbook(path):
         from simpul.sync.xlsx_households import count_sheet_rows  # openpyxl only if needed
 
         return count_sheet_rows(path)
@@ -178,14 +178,15 @@ def read_households_csv(path: Path) -> Iterator[CsvHousehold | Rejection]:
 
 def read_households_file(path: Path) -> Iterator[CsvHousehold | Rejection]:
     """`read_households_csv`, or the workbook reader for an Excel .xlsx file."""
-    if _is_zip(path):
+    if is_workbook(path):
         from simpul.sync.xlsx_households import read_households_xlsx  # openpyxl only if needed
 
         return read_households_xlsx(path)
     return read_households_csv(path)
 
 
-def _is_zip(path: Path) -> bool:
+def is_workbook(path: Path) -> bool:
+    """Whether the file is a zip archive, as an .xlsx workbook is."""
     with path.open("rb") as raw:
         return raw.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 

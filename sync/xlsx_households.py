@@ -53,6 +53,14 @@ def read_households_xlsx(path: Path) -> Iterator[CsvHousehold | Rejection]:
     Like `read_households_csv`, a `CsvFormatError` (not a workbook, no sheet with the
     columns) is raised by the call itself, not by iteration.
     """
+    columns, rows = sheet_rows(path)
+    return households_from_rows(rows, columns)
+
+
+def sheet_rows(path: Path) -> tuple[list[str], Iterator[SourceRow]]:
+    """The header's column names and the data rows (as the CSV would carry them) of the
+    workbook's household sheet; CsvFormatError (raised here, not by iteration) when there
+    is none. The rows can be parsed in one process and grouped in another."""
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
@@ -63,7 +71,7 @@ def read_households_xlsx(path: Path) -> Iterator[CsvHousehold | Rejection]:
         workbook.close()
         raise
     log.info("xlsx sheet=%r header_row=%d columns=%d", sheet.title, header_row, len(columns))
-    return households_from_rows(_sheet_rows(workbook, sheet, header_row, len(columns)), columns)
+    return columns, _sheet_rows(workbook, sheet, header_row, len(columns))
 
 
 def count_sheet_rows(path: Path) -> int:
