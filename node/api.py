@@ -4,7 +4,8 @@ Errors are JSON: 400 for a body that is not JSON or a bad query parameter, 422 w
 `fields` naming each invalid field, 401 without a valid token, 403 for a step the
 operator's role may not take (a proposal status outside the workflow of sync/proposals.py,
 a delete or a conflict resolution by a plain operator), 404 for an unknown id, 409 for an
-id already taken, 410 for a deleted record, 503 while the clock is behind the node's floor.
+id already taken or a No. KK / member NIK another live household holds (`id` names it),
+410 for a deleted record, 503 while the clock is behind the node's floor.
 An unknown address, a wrong method, a body over 1 MiB and an unexpected failure are JSON too
 (node/http_errors.py). Nothing is written on error.
 
@@ -29,7 +30,9 @@ from simpul.node.delivery import mark_delivered
 from simpul.node.node_status import status_of
 from simpul.node.runtime import Node
 from simpul.node.usb_watcher import UsbWatcher
+from simpul.sync import duplicates
 from simpul.sync.conflicts import UnknownField, field_name, parse_field
+from simpul.sync.duplicates import DuplicateHousehold
 from simpul.sync.household import (
     FieldError,
     ValidationError,
@@ -39,7 +42,7 @@ from simpul.sync.household import (
 )
 from simpul.sync.ids import new_member_id
 from simpul.sync.operators import Operator
-from simpul.sync.proposals import NOTE, TransitionRefused, check_api_status
+from simpul.sync.proposals import DRAFT, NOTE, TransitionRefused, check_api_status
 from simpul.sync.record_doc import MEMBERS
 from simpul.sync.store import OutOfScope, RecordExists, RecordNotFound
 
@@ -59,6 +62,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
+
+
+def duplicate(exc: DuplicateHousehold) -> web.Response:
+    """409 naming the live household that already holds the NIK or No. KK."""
+    log.info("record refused duplicate field=%s other=%s", exc.field, exc.other.id)
+    return error(409, str(exc), id=exc.other.id, field=exc.field, value=exc.value)
 
 
 def invalid(errors: list[FieldError]) -> web.Response:
@@ -206,6 +215,8 @@ def apply_member_ops(members: list[dict[str, Any]], ops: Any) -> list[dict[str, 
 async def create_record(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     body = await read_json(request)
+    if isinstance(body, dict) and "status_usulan" not in body:
+        body = {**body, "status_usulan": DRAFT}  # a new household starts as a draft
     try:
         household = validate_household(body)
     except ValidationError as exc:
@@ -213,9 +224,13 @@ async def create_record(request: web.Request) -> web.Response:
     operator: Operator = request[OPERATOR]
     try:
         check_api_status(operator.role, None, household["status_usulan"], "")
-        record = await node.records.create(household, operator.username, household.get("id"))
+        record = await node.records.create(
+            household, operator.username, household.get("id"), refuse_duplicates=True
+        )
     except TransitionRefused as exc:
         return error(403, str(exc))
+    except DuplicateHousehold as exc:
+        return duplicate(exc)
     except OutOfScope as exc:
         return invalid([FieldError("kode_wilayah", str(exc))])
     except RecordExists:
@@ -314,9 +329,13 @@ async def patch_record(request: web.Request) -> web.Response:
         return target
 
     try:
-        record = await node.records.update(record_id, edit, operator.username)
+        record = await node.records.update(
+            record_id, edit, operator.username, refuse_duplicates=True
+        )
     except RecordNotFound:
         return error(404, "no such record")
+    except DuplicateHousehold as exc:
+        return duplicate(exc)
     except ValidationError as exc:
         return invalid(exc.errors)
     except OutOfScope as exc:
@@ -391,6 +410,21 @@ async def record_history(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "changes": history})
 
 
+async def list_duplicates(request: web.Request) -> web.Response:
+    """Pairs of live households sharing a NIK or No. KK (mostly from sync), not yet kept."""
+    found = await duplicates.pairs(request.app[NODE_KEY].db)
+    items = [
+        {
+            "households": [
+                {"id": h.id, "no_kk": h.no_kk, "nama": h.nama} for h in (p.first, p.second)
+            ],
+            "shared": list(p.shared),
+        }
+        for p in found
+    ]
+    return web.json_response({"items": items, "total": len(items)})
+
+
 async def node_status(request: web.Request) -> web.Response:
     facts = await status_of(request.app[NODE_KEY])
     watcher = request.app.get(USB_WATCHER)
@@ -416,5 +450,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/records/{id}", delete_record)
     app.router.add_get("/api/v1/records/{id}/history", record_history)
     app.router.add_post("/api/v1/records/{id}/resolve", resolve_conflict)
+    app.router.add_get("/api/v1/duplicates", list_duplicates)
     app.router.add_get("/api/v1/status", node_status)
     app.router.add_get("/api/v1/openapi.json", openapi_document)

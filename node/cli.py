@@ -21,19 +21,48 @@ from simpul.node import uplink_state
 from simpul.node.cli_appliance import backup, doctor, restore
 from simpul.node.cli_hub import hub
 from simpul.node.cli_network import enroll, network
-from simpul.node.cli_peers import peer, peer_summary, peers, reasons_text
+from simpul.node.cli_peers import peer, peer_summary, peers, reasons_text, when
 from simpul.node.cli_support import echo_rejections, parse_listen, read_secret, run
 from simpul.node.cli_usb import usb
 from simpul.node.importer import import_csv
 from simpul.node.node_status import status_of
 from simpul.node.runtime import default_data_dir, open_node, prepare_data_dir
-from simpul.sync.export_households import CSV_COLUMNS, csv_rows, jsonl_line
-from simpul.sync.operators import ROLES
+from simpul.sync import regions
+from simpul.sync.export_households import CSV_COLUMNS, HouseholdWorkbook, csv_rows, jsonl_line
+from simpul.sync.household import STATUS_USULAN
+from simpul.sync.operators import ROLES, Account, TokenInfo
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+GLOBAL_OPTIONS = ("--data-dir", "--log-level")
+
+
+class GlobalOptionsAnywhere(click.Group):
+    """`--data-dir` and `--log-level` belong to `simpul` itself, but operators type them
+    after the subcommand too (`simpul node --data-dir D`): move them to the front."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        front: list[str] = []
+        rest: list[str] = []
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--":
+                rest.extend(args[index:])
+                break
+            name = arg.split("=", 1)[0]
+            if name in GLOBAL_OPTIONS and rest:
+                takes_next = "=" not in arg and index + 1 < len(args)
+                front.extend(args[index : index + 1 + takes_next])
+                index += 1 + takes_next
+                continue
+            rest.append(arg)
+            index += 1
+        return super().parse_args(ctx, front + rest)
+
+
+@click.group(cls=GlobalOptionsAnywhere, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -179,9 +208,92 @@ def operator_add(data_dir: Path, name: str, role: str, password_stdin: bool) -> 
     click.echo(f"operator {name} added with role {role}")
 
 
+@operator.command("list")
+@click.pass_obj
+def operator_list(data_dir: Path) -> None:
+    """List operators: name, role, disabled or not, API tokens."""
+
+    async def go() -> list[Account]:
+        async with open_node(data_dir) as opened:
+            return await opened.operators.accounts()
+
+    for account in run(go()):
+        state = f"disabled since {when(account.disabled_ms)}" if account.disabled_ms else "active"
+        click.echo(f"{account.username}\t{account.role}\t{state}\ttokens: {account.tokens}")
+
+
+@operator.command("disable")
+@click.argument("name")
+@click.pass_obj
+def operator_disable(data_dir: Path, name: str) -> None:
+    """Stop NAME logging in or using API tokens (the account and its audit trail stay)."""
+    _set_disabled(data_dir, name, True)
+    click.echo(f"operator {name} disabled")
+
+
+@operator.command("enable")
+@click.argument("name")
+@click.pass_obj
+def operator_enable(data_dir: Path, name: str) -> None:
+    """Let a disabled operator NAME log in again."""
+    _set_disabled(data_dir, name, False)
+    click.echo(f"operator {name} enabled")
+
+
+def _set_disabled(data_dir: Path, name: str, disabled: bool) -> None:
+    async def go() -> None:
+        async with open_node(data_dir) as opened:
+            await opened.operators.set_disabled(name, disabled)
+
+    run(go())
+
+
+@operator.command("reset-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_obj
+def operator_reset_password(data_dir: Path, name: str, password_stdin: bool) -> None:
+    """Give operator NAME a new password (their open page sessions end)."""
+    password = read_secret(f"New password for {name}", password_stdin, confirm=True)
+
+    async def go() -> None:
+        async with open_node(data_dir) as opened:
+            await opened.operators.reset_password(name, password)
+
+    run(go())
+    click.echo(f"password of operator {name} reset")
+
+
 @main.group()
 def token() -> None:
     """API tokens for scripts and integrations."""
+
+
+@token.command("list")
+@click.pass_obj
+def token_list(data_dir: Path) -> None:
+    """List API tokens: id (to withdraw it), operator, created. Never the token itself."""
+
+    async def go() -> list[TokenInfo]:
+        async with open_node(data_dir) as opened:
+            return await opened.operators.tokens()
+
+    for info in run(go()):
+        click.echo(f"{info.id}\t{info.username}\tcreated {when(info.created_ms)}")
+
+
+@token.command("withdraw")
+@click.argument("token_id")
+@click.pass_obj
+def token_withdraw(data_dir: Path, token_id: str) -> None:
+    """Withdraw the API token TOKEN_ID (as 'simpul token list' shows it)."""
+
+    async def go() -> TokenInfo:
+        async with open_node(data_dir) as opened:
+            return await opened.operators.withdraw_token(token_id)
+
+    info = run(go())
+    click.echo(f"token {info.id} of {info.username} withdrawn")
 
 
 @token.command("create")
@@ -207,14 +319,23 @@ def token_create(data_dir: Path, name: str) -> None:
     show_default=True,
     help="Username recorded in the audit trail.",
 )
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="Import rows whose NIK or No. KK another household holds (then listed on Duplikat).",
+)
 @click.pass_obj
-def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> None:
-    """Import households from an office CSV file (one row per person)."""
+def import_(
+    data_dir: Path, file: Path, as_json: bool, operator_name: str, allow_duplicates: bool
+) -> None:
+    """Import households from an office CSV or Excel .xlsx file (one row per person)."""
     show_progress = not as_json and sys.stderr.isatty()
 
     async def go() -> dict[str, Any]:
         async with open_node(data_dir) as opened:
-            return await import_csv(opened.records, file, operator_name, show_progress)
+            return await import_csv(
+                opened.records, file, operator_name, show_progress, not allow_duplicates
+            )
 
     summary = run(go())
     if as_json:
@@ -229,29 +350,56 @@ def import_(data_dir: Path, file: Path, as_json: bool, operator_name: str) -> No
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "xlsx"]), default="jsonl")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--village", default=None, help="Only households of this village code.")
+@click.option(
+    "--status",
+    "status_usulan",
+    type=click.Choice(STATUS_USULAN),
+    default=None,
+    help="Only households whose proposal has this status (e.g. the musdes list).",
+)
 @click.pass_obj
-def export(data_dir: Path, fmt: str, out: Path | None) -> None:
-    """Export every live household as CSV or JSON lines."""
+def export(
+    data_dir: Path, fmt: str, out: Path | None, village: str | None, status_usulan: str | None
+) -> None:
+    """Export live households as JSON lines, CSV or an Excel workbook (xlsx needs --out)."""
+    if fmt == "xlsx" and out is None:
+        raise click.UsageError("--format xlsx writes a file: give --out FILE.xlsx")
+
+    def wanted(record: dict[str, Any]) -> bool:
+        return (village is None or record["kode_wilayah"] == village) and (
+            status_usulan is None or record["status_usulan"] == status_usulan
+        )
 
     async def go() -> int:
-        stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
         count = 0
-        try:
-            writer = csv.writer(stream, lineterminator="\n")
-            if fmt == "csv":
-                writer.writerow(CSV_COLUMNS)
-            async with open_node(data_dir) as opened:
+        async with open_node(data_dir) as opened:
+            if fmt == "xlsx":
+                book = HouseholdWorkbook(await regions.all_names(opened.db))
                 async for record in opened.records.iter_all():
+                    if wanted(record):
+                        book.add(record)
+                assert out is not None
+                book.save(str(out))
+                return book.households
+            stream = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+            try:
+                writer = csv.writer(stream, lineterminator="\n")
+                if fmt == "csv":
+                    writer.writerow(CSV_COLUMNS)
+                async for record in opened.records.iter_all():
+                    if not wanted(record):
+                        continue
                     if fmt == "csv":
                         writer.writerows(csv_rows(record))
                     else:
                         stream.write(jsonl_line(record))
                     count += 1
-        finally:
-            if out:
-                stream.close()
+            finally:
+                if out:
+                    stream.close()
         return count
 
     count = run(go())

@@ -1,4 +1,4 @@
-"""CSV import into a node's store: parse in a child process, commit households in batches.
+"""CSV and .xlsx import into a node's store: parse in a child process, commit in batches.
 
 Parsing and validating the file runs in a separate process so it overlaps with building
 Automerge documents and writing SQLite in this one (two cores, twice the work). Each
@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from simpul.node.parse_worker import HEADER
+from simpul.sync import regions
 from simpul.sync.csv_households import (
     CsvFormatError,
     CsvHousehold,
@@ -68,13 +69,20 @@ async def parsed_batches(path: Path) -> AsyncIterator[Parsed]:
 
 
 async def import_csv(
-    records: RecordStore, path: Path, operator: str, show_progress: bool = False
+    records: RecordStore,
+    path: Path,
+    operator: str,
+    show_progress: bool = False,
+    refuse_duplicates: bool = True,
 ) -> dict[str, Any]:
-    """Import `path`; returns {households, persons, created, updated, unchanged, rejected}."""
+    """Import `path` (CSV or .xlsx); returns {households, persons, created, updated,
+    unchanged, rejected}. Rows whose NIK or KK another household holds are refused unless
+    `refuse_duplicates` is False (they are then listed as duplicates)."""
     total = ImportOutcome()
     rejected: list[dict[str, Any]] = []
+    total_lines = count_data_lines(path) if show_progress else 0
     bar = (
-        click.progressbar(length=count_data_lines(path), label="Import", file=sys.stderr)
+        click.progressbar(length=total_lines, label="Import", file=sys.stderr)
         if show_progress
         else nullcontext()
     )
@@ -84,12 +92,20 @@ async def import_csv(
         async with aclosing(parsed_batches(path)) as batches:
             async for items in batches:
                 batch: list[tuple[int, Mapping[str, Any]]] = []
+                names: dict[str, tuple[str, ...]] = {}
+                member_lines: dict[int, list[int]] = {}
                 for item in items:
                     if isinstance(item, Rejection):
                         rejected.append({"line": item.line, "reason": item.reason})
                     else:
                         batch.append((item.line, item.household))
-                outcome = await records.import_batch(batch, operator)
+                        member_lines[item.line] = item.member_lines
+                        if item.region_names:
+                            names[item.household["kode_wilayah"]] = item.region_names
+                outcome = await records.import_batch(
+                    batch, operator, refuse_duplicates=refuse_duplicates, member_lines=member_lines
+                )
+                await regions.remember(records.db, names)
                 total.created += outcome.created
                 total.updated += outcome.updated
                 total.unchanged += outcome.unchanged
@@ -107,6 +123,8 @@ async def import_csv(
                 if progress is not None and batch:
                     progress.update(batch[-1][0] - done_line)
                     done_line = batch[-1][0]
+        if progress is not None:  # the last household's rows and any trailing rejected rows
+            progress.update(max(total_lines + 1 - done_line, 0))
     rejected.sort(key=lambda r: r["line"])
     return {
         "households": total.created + total.updated + total.unchanged,

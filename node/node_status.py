@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simpul.crypto.x509_profile import common_name, load_certificate
 from simpul.node import uplink_state
 from simpul.node.membership import load_membership
 from simpul.node.peers import PeerTable, with_refusals
@@ -24,6 +25,7 @@ async def status_of(node: Node) -> dict[str, Any]:
         cert = membership.certificate
         network = {
             "network_id": membership.network_id,
+            "network_name": common_name(load_certificate(membership.root_cert).subject),
             "name": cert.name,
             "role": cert.role,
             "scope": list(cert.scope),

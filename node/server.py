@@ -31,6 +31,7 @@ from simpul.node.usb_watcher import UsbWatcher
 from simpul.node.web import add_web_routes, page_auth
 from simpul.node.web_admin import add_admin_routes
 from simpul.node.web_dashboard import add_dashboard_routes
+from simpul.node.web_duplicates import add_duplicate_routes
 from simpul.node.web_households import add_household_routes
 from simpul.node.web_photos import add_photo_routes, photo_uploads
 
@@ -48,6 +49,7 @@ def build_app(node: Node, usb: UsbWatcher | None = None) -> web.Application:
     add_dashboard_routes(app)
     add_household_routes(app)
     add_photo_routes(app)
+    add_duplicate_routes(app)
     add_admin_routes(app)
     add_routes(app)
     add_enroll_routes(app)

@@ -57,7 +57,8 @@ async def admin_page(request: web.Request, status: int = 200, **outcome: str) ->
         this_node=node.node_id,
         devices=devices(node.data_dir, member),
         waiting=waiting,
-        operators=await node.operators.list_all(),
+        operators=await node.operators.accounts(),
+        tokens=await node.operators.tokens(),
         roles=ROLES,
         usb=read_status(node.data_dir),
         iso=iso,
@@ -121,6 +122,48 @@ async def add_operator(request: web.Request) -> web.Response:
     return await admin_page(request, done=request[TEXT]("adm.operator_added", name=name))
 
 
+async def set_disabled(request: web.Request) -> web.Response:
+    """Disable an operator (`/nonaktifkan`) or enable one again (`/aktifkan`)."""
+    session = operator_of(request, ADMIN)
+    await request.post()  # the CSRF check has read it
+    name = request.match_info["name"]
+    disabled = request.match_info["action"] == "nonaktifkan"
+    if disabled and name == session.operator.username:
+        return await admin_page(request, 422, failed=request[TEXT]("adm.not_yourself"))
+    try:
+        await request.app[NODE_KEY].operators.set_disabled(name, disabled)
+    except EXPECTED_ERRORS as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    log.info("page operator disabled=%s name=%s by=%s", disabled, name, session.operator.username)
+    done = "adm.disabled_done" if disabled else "adm.enabled_done"
+    return await admin_page(request, done=request[TEXT](done, name=name))
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    session = operator_of(request, ADMIN)
+    form = await request.post()
+    name = request.match_info["name"]
+    try:
+        await request.app[NODE_KEY].operators.reset_password(name, str(form.get("password", "")))
+    except EXPECTED_ERRORS as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    log.info("page operator password reset name=%s by=%s", name, session.operator.username)
+    return await admin_page(request, done=request[TEXT]("adm.reset_done", name=name))
+
+
+async def withdraw_token(request: web.Request) -> web.Response:
+    session = operator_of(request, ADMIN)
+    await request.post()
+    try:
+        info = await request.app[NODE_KEY].operators.withdraw_token(request.match_info["token"])
+    except EXPECTED_ERRORS as exc:
+        return await admin_page(request, 422, failed=str(exc))
+    log.info("page token withdrawn id=%s by=%s", info.id, session.operator.username)
+    return await admin_page(
+        request, done=request[TEXT]("adm.withdrawn", id=info.id, name=info.username)
+    )
+
+
 async def use_drive(request: web.Request) -> web.Response:
     """ "Gunakan drive ini": make the drive folder a Simpul drive; the watcher syncs it."""
     session = operator_of(request, ADMIN)
@@ -141,4 +184,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/perangkat/terima", admit)
     app.router.add_post("/admin/perangkat/cabut", revoke)
     app.router.add_post("/admin/operator", add_operator)
+    app.router.add_post("/admin/operator/{name}/{action:nonaktifkan|aktifkan}", set_disabled)
+    app.router.add_post("/admin/operator/{name}/sandi", reset_password)
+    app.router.add_post("/admin/token/{token}/tarik", withdraw_token)
     app.router.add_post("/admin/usb", use_drive)

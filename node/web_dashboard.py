@@ -17,6 +17,7 @@ from aiohttp import web
 from simpul.node.api import NODE_KEY, RESOLVERS, settle_conflict, status_of
 from simpul.node.web import TEXT, WEB_KEY, Refused, operator_of, page
 from simpul.node.web_households import live_record, notice
+from simpul.node.web_names import device_label, device_names, village_label
 from simpul.node.web_text import iso
 from simpul.sync import record_stats
 from simpul.sync.conflicts import UnknownField
@@ -60,6 +61,7 @@ async def dashboard(request: web.Request) -> web.Response:
         conflicts=conflicts,
         planned={part: status.get(part) for part in PLANNED_PARTS},
         iso=iso,
+        place=await village_label(node),
     )
 
 
@@ -73,9 +75,12 @@ def typed_value(raw: str, competing: list[Any]) -> Any:
 async def conflicts_page(request: web.Request, **extra: Any) -> web.Response:
     session = operator_of(request)
     records, total = await request.app[WEB_KEY].conflicts.conflicted(CONFLICTS_SHOWN)
+    node = request.app[NODE_KEY]
     return page(
         request,
         "conflicts.html",
+        device=device_label(await device_names(node)),
+        place=await village_label(node),
         http_status=extra.pop("status_code", 200),
         records=records,
         total=total,

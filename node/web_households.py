@@ -7,6 +7,8 @@ trail names the logged-in operator.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import math
@@ -26,7 +28,10 @@ from simpul.node.web_household_form import (
     original_of,
     patch_between,
 )
-from simpul.sync import record_stats
+from simpul.node.web_names import device_label, device_names, village_label
+from simpul.sync import record_stats, regions
+from simpul.sync.duplicates import DuplicateHousehold
+from simpul.sync.export_households import HouseholdWorkbook
 from simpul.sync.household import (
     HUBUNGAN,
     JENIS_KELAMIN,
@@ -97,8 +102,17 @@ async def household_list(request: web.Request) -> web.Response:
     operator_of(request)
     status = request.query.get("status", "")
     found = await search_page(request, status if status in STATUS_USULAN else None)
-    villages = [code for code, _ in await record_stats.by_village(request.app[NODE_KEY].db)]
-    return page(request, "households.html", villages=villages, statuses=STATUS_USULAN, **found)
+    node = request.app[NODE_KEY]
+    villages = [code for code, _ in await record_stats.by_village(node.db)]
+    place = await village_label(node)
+    return page(
+        request,
+        "households.html",
+        villages=villages,
+        statuses=STATUS_USULAN,
+        place=place,
+        **found,
+    )
 
 
 async def proposals(request: web.Request) -> web.Response:
@@ -108,7 +122,10 @@ async def proposals(request: web.Request) -> web.Response:
     status = status if status in STATUS_USULAN else default
     counts = await record_stats.by_status(request.app[NODE_KEY].db)
     found = await search_page(request, status)
-    return page(request, "proposals.html", counts=counts, statuses=STATUS_USULAN, **found)
+    place = await village_label(request.app[NODE_KEY])
+    return page(
+        request, "proposals.html", counts=counts, statuses=STATUS_USULAN, place=place, **found
+    )
 
 
 async def household_detail(request: web.Request, **extra: Any) -> web.Response:
@@ -128,7 +145,16 @@ async def household_detail(request: web.Request, **extra: Any) -> web.Response:
         notice=notice(request),
         problem_text=extra.pop("problem_text", ""),
         reason=extra.pop("reason", ""),
+        head=head_of(record),
+        place=await village_label(node),
+        device=device_label(await device_names(node)),
     )
+
+
+def head_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The head of household (Kepala Keluarga), else the first member."""
+    members = record.get("anggota") or [{}]
+    return next((m for m in members if m.get("hubungan") == "Kepala Keluarga"), members[0])
 
 
 def delivered_to_hub(record: dict[str, Any]) -> bool | None:
@@ -145,11 +171,13 @@ def form_page(
     record_id: str | None,
     original: dict[str, Any] | None,
     status: int = 200,
+    duplicate: DuplicateHousehold | None = None,
 ) -> web.Response:
     return page(
         request,
         "household_form.html",
         http_status=status,
+        duplicate=duplicate,
         household=household,
         errors=errors,
         record_id=record_id,
@@ -196,7 +224,9 @@ async def save_form(request: web.Request) -> web.Response:
     try:
         valid = validate_household({**household, "status_usulan": status, NOTE: note})
         if record_id is None:
-            created = await node.records.create(valid, session.operator.username)
+            created = await node.records.create(
+                valid, session.operator.username, refuse_duplicates=True
+            )
             record_id = created["id"]
         else:
             patch = patch_between(original or {}, valid)
@@ -205,6 +235,7 @@ async def save_form(request: web.Request) -> web.Response:
                     record_id,
                     lambda current: apply_patch(current, patch),
                     session.operator.username,
+                    refuse_duplicates=True,
                 )
     except ValidationError as exc:
         errors = form_errors(exc.errors, request[TEXT])
@@ -212,10 +243,23 @@ async def save_form(request: web.Request) -> web.Response:
     except OutOfScope:
         errors = {"kode_wilayah": request[TEXT]("error.out_of_scope")}
         return form_page(request, household, errors, record_id, original, status=422)
+    except DuplicateHousehold as exc:
+        errors = {duplicate_field(household, exc): request[TEXT]("dup.here")}
+        return form_page(request, household, errors, record_id, original, 409, exc)
     except RecordNotFound:
         raise Refused(404, "error.not_found") from None
     log.info("page save id=%s operator=%s", record_id, session.operator.username)
     raise web.HTTPSeeOther(f"/keluarga/{record_id}?ok=hh.saved")
+
+
+def duplicate_field(household: dict[str, Any], exc: DuplicateHousehold) -> str:
+    """The form field (its error key) holding the identifier another household has."""
+    if exc.field == "no_kk":
+        return "no_kk"
+    for index, member in enumerate(household["anggota"]):
+        if str(member.get("nik", "")).strip() == exc.value:
+            return f"anggota[{index}].nik"
+    return "anggota"
 
 
 async def move_proposal(request: web.Request) -> web.Response:
@@ -254,7 +298,48 @@ async def move_proposal(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/keluarga/{record['id']}")
 
 
+async def download_xlsx(request: web.Request) -> web.Response:
+    """The list as an Excel workbook: every household, or one village (`desa`) and/or one
+    proposal status (`status`), e.g. the list a village meeting discusses."""
+    session = operator_of(request)
+    node = request.app[NODE_KEY]
+    village = request.query.get("desa", "").strip()
+    status = request.query.get("status", "")
+    status = status if status in STATUS_USULAN else ""
+    chosen = [
+        record
+        async for record in node.records.iter_all()
+        if (not village or record["kode_wilayah"] == village)
+        and (not status or record["status_usulan"] == status)
+    ]
+    names = await regions.all_names(node.db)
+
+    def build() -> bytes:
+        book = HouseholdWorkbook(names)
+        for record in chosen:
+            book.add(record)
+        out = io.BytesIO()
+        book.save(out)
+        return out.getvalue()
+
+    body = await asyncio.to_thread(build)
+    filename = "-".join(["keluarga", *(part for part in (village, status) if part)]) + ".xlsx"
+    log.info(
+        "page export xlsx households=%d village=%s status=%s operator=%s",
+        len(chosen),
+        village or "-",
+        status or "-",
+        session.operator.username,
+    )
+    return web.Response(
+        body=body,
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 def add_household_routes(app: web.Application) -> None:
+    app.router.add_get("/ekspor.xlsx", download_xlsx)
     app.router.add_get("/keluarga", household_list)
     app.router.add_get("/keluarga/baru", new_form)
     app.router.add_post("/keluarga/baru", save_form)

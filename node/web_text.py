@@ -34,6 +34,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "nav.households": ("Data keluarga", "Households"),
     "nav.proposals": ("Usulan", "Proposals"),
     "nav.conflicts": ("Konflik", "Conflicts"),
+    "nav.duplicates": ("Duplikat", "Duplicates"),
+    "hh.download": ("Unduh Excel (.xlsx)", "Download Excel (.xlsx)"),
     "nav.admin": ("Admin", "Admin"),
     "nav.logout": ("Keluar", "Log out"),
     "nav.menu": ("Menu utama", "Main menu"),
@@ -324,6 +326,32 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Only a verifier or an admin can settle conflicts.",
     ),
     "conf.pick_one": ("Pilih salah satu nilai atau tulis nilai lain.", "Pick a value or type one."),
+    # duplicates
+    "dup.title": ("Duplikat", "Duplicates"),
+    "dup.intro": (
+        "Keluarga berikut memakai NIK atau No. KK yang sama, biasanya karena dua tempat "
+        "mendaftarkan satu keluarga saat tidak tersambung. Gabungkan bila satu keluarga, "
+        "atau tandai keduanya benar bila memang dua keluarga.",
+        "These households share a NIK or a No. KK, usually because two places registered "
+        "one family while offline. Merge them if they are one family, or mark both as right "
+        "if they are two.",
+    ),
+    "dup.none": ("Tidak ada keluarga ganda.", "No duplicate households."),
+    "dup.shared": ("Sama: {what}", "Shared: {what}"),
+    "dup.keep_this": ("Gabungkan ke keluarga ini", "Merge into this household"),
+    "dup.both": ("Keduanya benar (dua keluarga)", "Both are right (two families)"),
+    "dup.only_verifier": (
+        "Hanya verifikator atau admin yang dapat menggabungkan.",
+        "Only a verifier or an admin can merge.",
+    ),
+    "dup.merged": ("Keluarga digabungkan.", "Households merged."),
+    "dup.kept": ("Ditandai sebagai dua keluarga.", "Marked as two families."),
+    "dup.refused": (
+        "{what} {value} sudah tercatat di keluarga {label}.",
+        "{what} {value} is already recorded in the household {label}.",
+    ),
+    "dup.open": ("Buka keluarga itu", "Open that household"),
+    "dup.here": ("sudah tercatat di keluarga lain", "already recorded in another household"),
     # admin
     "adm.title": ("Admin", "Admin"),
     "adm.devices": ("Perangkat di jaringan", "Devices in the network"),
@@ -331,8 +359,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "adm.node_id": ("ID perangkat", "Device id"),
     "adm.revoked": ("dicabut", "revoked"),
     "adm.no_network": (
-        "Perangkat ini belum punya jaringan. Buat dengan `simpul network create` di terminal.",
-        "This device has no network yet. Create one with `simpul network create`.",
+        "Perangkat ini belum punya jaringan. Buat dengan perintah simpul network create "
+        "di terminal.",
+        "This device has no network yet. Create one with the command simpul network create.",
     ),
     "adm.no_root": (
         "Kunci akar jaringan tidak ada di perangkat ini: menerima dan mencabut perangkat "
@@ -355,6 +384,29 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "adm.add_operator": ("Tambah operator", "Add operator"),
     "adm.role": ("Peran", "Role"),
     "adm.operator_added": ("Operator {name} ditambahkan.", "Operator {name} added."),
+    "adm.state": ("Keadaan", "State"),
+    "adm.active": ("aktif", "active"),
+    "adm.disabled": ("dinonaktifkan", "disabled"),
+    "adm.disable": ("Nonaktifkan", "Disable"),
+    "adm.not_yourself": (
+        "Anda tidak dapat menonaktifkan akun Anda sendiri.",
+        "You cannot disable your own account.",
+    ),
+    "adm.enable": ("Aktifkan lagi", "Enable again"),
+    "adm.disabled_done": ("Operator {name} dinonaktifkan.", "Operator {name} disabled."),
+    "adm.enabled_done": ("Operator {name} aktif lagi.", "Operator {name} enabled again."),
+    "adm.new_password": ("Kata sandi baru", "New password"),
+    "adm.reset": ("Ganti kata sandi", "Reset password"),
+    "adm.reset_done": (
+        "Kata sandi {name} diganti.",
+        "Password of {name} reset.",
+    ),
+    "adm.tokens": ("Token API", "API tokens"),
+    "adm.token_id": ("ID token", "Token id"),
+    "adm.created": ("Dibuat", "Created"),
+    "adm.no_tokens": ("Belum ada token API.", "No API tokens."),
+    "adm.withdraw": ("Tarik", "Withdraw"),
+    "adm.withdrawn": ("Token {id} milik {name} ditarik.", "Token {id} of {name} withdrawn."),
     "adm.usb": ("Drive USB", "USB drive"),
     "adm.usb_path": (
         "Folder drive (mis. /media/simpul/sdb1)",
@@ -382,6 +434,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
 
 _VALIDATION: list[tuple[re.Pattern[str], tuple[str, str]]] = [
     (re.compile(r"^is required$"), ("wajib diisi", "is required")),
+    # an empty text, digits or choice field: the rule it breaks is not the point
+    (re.compile(r"^expected .*got ''$"), ("wajib diisi", "is required")),
     (re.compile(r"^must not be empty$"), ("wajib diisi", "must not be empty")),
     (
         re.compile(r"^expected exactly (\d+) digits, got (.*)$"),
@@ -451,6 +505,10 @@ _VALIDATION: list[tuple[re.Pattern[str], tuple[str, str]]] = [
 ]
 
 
+_ISO_SHAPE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+SEX_CODES = ("L", "P")
+
+
 def iso(ms: int | None) -> str | None:
     """Unix milliseconds as an ISO UTC timestamp (for `Text.moment`), or None."""
     if not ms:
@@ -493,12 +551,13 @@ class Text:
         return f"{day.day} {MONTHS[self.lang][day.month - 1]} {day.year}"
 
     def typed(self, value: str) -> str:
-        """An ISO date as operators type it (21-03-1988); other text unchanged."""
-        try:
-            day = date.fromisoformat(value)
-        except (TypeError, ValueError):
+        """An ISO-shaped date as operators type it (21-03-1988), also an impossible one
+        (31-02-1988 stays 31-02-1988); other text unchanged."""
+        match = _ISO_SHAPE.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
             return value
-        return f"{day.day:02d}-{day.month:02d}-{day.year}"
+        year, month, day = match.groups()
+        return f"{day}-{month}-{year}"
 
     def moment(self, iso: str | None) -> str:
         """An ISO UTC timestamp in this device's local time: `21 Maret 1988 14.05`."""
@@ -517,5 +576,13 @@ class Text:
         for pattern, texts in _VALIDATION:
             match = pattern.match(message)
             if match:
-                return texts[self._column].format(*match.groups())
+                shown = [self._shown(group) for group in match.groups()]
+                return texts[self._column].format(*shown)
         return message
+
+    def _shown(self, part: str) -> str:
+        """A piece of a validation message as the page shows things: dates as typed, the
+        sex codes by the words the list uses."""
+        if part == ", ".join(SEX_CODES):
+            return ", ".join(self(f"sex.{code}") for code in SEX_CODES)
+        return self.typed(part)

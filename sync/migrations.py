@@ -180,6 +180,28 @@ MIGRATIONS: list[str] = [
     ALTER TABLE peers ADD COLUMN refused TEXT;
     ALTER TABLE peers ADD COLUMN refused_by_peer TEXT;
     """,
+    # 8: office data (issue 14): an operator can be disabled (no login, no token) without
+    # losing the name in the audit trail; pairs of households a verifier judged to be two
+    # families although they share a NIK or No. KK ("keep both" on the Duplikat page); the
+    # names of regions (village code -> province, regency, district, village) as imports
+    # carry them, to show next to codes
+    """
+    CREATE TABLE regions (
+        code TEXT PRIMARY KEY,
+        provinsi TEXT NOT NULL,
+        kabupaten TEXT NOT NULL,
+        kecamatan TEXT NOT NULL,
+        desa TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE operators ADD COLUMN disabled_ms INTEGER;
+    CREATE TABLE duplicates_kept (
+        first_id TEXT NOT NULL,
+        second_id TEXT NOT NULL,
+        username TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (first_id, second_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

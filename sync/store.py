@@ -18,6 +18,7 @@ import aiosqlite
 from automerge import core
 
 from simpul.crypto.scope import in_scope
+from simpul.sync import duplicates
 from simpul.sync.bulk_write import RecordRows, insert_entries, write_record_rows
 from simpul.sync.conflicts import Path, conflicts, resolve
 from simpul.sync.database import Database, on_thread
@@ -218,9 +219,15 @@ class RecordStore:
             self.db.after_commit(self.on_commit)
 
     async def create(
-        self, household: Mapping[str, Any], operator: str, record_id: str | None = None
+        self,
+        household: Mapping[str, Any],
+        operator: str,
+        record_id: str | None = None,
+        refuse_duplicates: bool = False,
     ) -> dict[str, Any]:
-        """Store a new household (already validated). Raises RecordExists for a taken id."""
+        """Store a new household (already validated). Raises RecordExists for a taken id,
+        and with `refuse_duplicates` DuplicateHousehold when another live household holds
+        its No. KK or a member's NIK."""
         rid = record_id or str(uuid7())
         target = {k: v for k, v in household.items() if k != "id"}
         target[MEMBERS] = _with_member_ids(target.get(MEMBERS, []))
@@ -228,6 +235,8 @@ class RecordStore:
             if await self._load_docs(conn, [rid]):
                 raise RecordExists(rid)
             self.check_scope(target.get("kode_wilayah"))
+            if refuse_duplicates:
+                await duplicates.refuse_duplicates(conn, target, rid)
             doc = RecordDoc.new(self.actor)
             changes = doc.set_state(target, operator, self.clock())
             await self._commit(conn, [PlannedWrite(rid, doc, changes)])
@@ -239,11 +248,13 @@ class RecordStore:
         edit: Callable[[dict[str, Any]], dict[str, Any]],
         operator: str,
         delete: bool = False,
+        refuse_duplicates: bool = False,
     ) -> dict[str, Any]:
         """Apply `edit` (current household -> target household) as one change.
 
         `edit` runs inside the write transaction on the freshest state and may raise to
-        abort; nothing is written then.
+        abort; nothing is written then. With `refuse_duplicates`, DuplicateHousehold is
+        raised when another live household holds the target's No. KK or a member's NIK.
         """
         async with self.db.write() as conn:
             docs = await self._load_docs(conn, [record_id])
@@ -253,6 +264,8 @@ class RecordStore:
             current = doc.household()
             target = edit(current)
             self.check_scope(current.get("kode_wilayah"), target.get("kode_wilayah"))
+            if refuse_duplicates and not delete:
+                await duplicates.refuse_duplicates(conn, target, record_id)
             changes = doc.set_state(target, operator, self.clock(), deleted=delete)
             await self._commit(conn, [PlannedWrite(record_id, doc, changes)])
         return _view(record_id, doc)
@@ -276,11 +289,17 @@ class RecordStore:
         households: Iterable[tuple[int, Mapping[str, Any]]],
         operator: str,
         match_no_kk: bool = True,
+        refuse_duplicates: bool = False,
+        member_lines: Mapping[int, Sequence[int]] | None = None,
     ) -> ImportOutcome:
         """Upsert a batch of validated households `(line, household)` in one transaction.
 
         A household is matched by its `id`, else by `no_kk`; re-importing the same data
-        writes nothing. Deleted records are not revived; they are reported.
+        writes nothing. Deleted records are not revived; they are reported. With
+        `refuse_duplicates`, a member whose NIK another live household (or an earlier one
+        of the batch) holds is refused on its line (`member_lines`: household line -> its
+        members' lines), the rest of the household imported; a household whose No. KK
+        another one holds is refused whole.
         """
         outcome = ImportOutcome()
         batch = list(households)
@@ -291,12 +310,21 @@ class RecordStore:
             if match_no_kk:
                 await self._match_by_kk(conn, batch, ids)
             docs = await self._load_docs(conn, [i for i in ids.values() if i])
+            guard = (
+                await duplicates.BatchGuard.load(conn, batch, member_lines or {})
+                if refuse_duplicates
+                else None
+            )
             planned: dict[str, PlannedWrite] = {}
             for index, (line, household) in enumerate(batch):
                 rid = ids[index]
                 if rid is None:
                     rid = str(uuid7())
                     ids[index] = rid
+                if guard is not None:
+                    household = await guard.admit(conn, rid, line, household, outcome.rejected)
+                    if household is None:
+                        continue
                 write = planned.get(rid)
                 if write is None and rid in docs:
                     doc, deleted = docs[rid]

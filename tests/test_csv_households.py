@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from simpul.sync.csv_households import (
+    ROUNDING_REACH,
+    SPREADSHEET_HINT,
     CsvFormatError,
     CsvHousehold,
     Rejection,
@@ -386,8 +388,8 @@ def test_nik_in_scientific_notation(tmp_path: Path, cell: str) -> None:
     assert len(households[0].household["anggota"]) == 1
     assert [r.line for r in rejections] == [3]
     assert rejections[0].reason == (
-        f"NIK {cell!r} is in scientific notation (Excel turned it into a number); "
-        "format the column as text"
+        f"NIK {cell!r} is in scientific notation (a spreadsheet turned it into a number "
+        f"and kept 15 digits); {SPREADSHEET_HINT}"
     )
 
 
@@ -553,7 +555,7 @@ def test_id_column_is_optional_but_kk_is_not(tmp_path: Path) -> None:
     [
         (b"", "empty"),
         (b"\n" + b"x,y\n", "empty"),
-        (b"PK\x03\x04\x14\x00\x06\x00", "Excel workbook"),
+        (b"PK\x03\x04\x14\x00\x06\x00", "Excel .xlsx workbook"),
         ("NIK\tNAMA\n".encode("utf-16"), "UTF-16"),
         (b"\x81\x8d\x8f\x90\x9d,NIK\n", "neither UTF-8 nor Windows-1252"),
     ],
@@ -618,3 +620,51 @@ def test_generator_csv_reads_back_as_its_jsonl(tmp_path: Path) -> None:
     assert len(expected) == 300
     assert [h.household for h in households] == expected
     assert count_data_lines(path) == sum(len(h["anggota"]) for h in expected)
+
+
+# --- identifiers a spreadsheet rounded ---------------------------------------------------------
+
+
+def rounded(digits: str) -> str:
+    """A 16-digit number as a spreadsheet keeps it when the column is a number: 15
+    significant digits, written back without exponent."""
+    return str(int(float(f"{int(digits):.15g}")))
+
+
+def test_rounded_niks_and_kks_are_refused_row_by_row_with_the_spreadsheet_hint(
+    tmp_path: Path,
+) -> None:
+    rows = list(csv.DictReader(io.StringIO(generate(80, "csv"))))
+    for cells in rows:
+        cells["NIK"], cells["NOMOR KK"] = rounded(cells["NIK"]), rounded(cells["NOMOR KK"])
+    path = write_csv(tmp_path / "saved-by-a-spreadsheet.csv", rows)
+    households, rejections = read(path)
+    assert households == []
+    assert [r.line for r in rejections] == list(range(2, len(rows) + 2))
+    for rejection, cells in zip(rejections, rows, strict=True):
+        assert rejection.reason.startswith(f"NIK {cells['NIK']} looks rounded")
+        assert f"NOMOR KK {cells['NOMOR KK']} looks rounded" in rejection.reason
+        assert rejection.reason.endswith(SPREADSHEET_HINT)
+
+
+def test_only_the_rounded_part_of_a_pasted_together_file_is_refused(tmp_path: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(generate(200, "csv"))))
+    half = len(rows) // 2
+    while rows[half]["NOMOR KK"] == rows[half - 1]["NOMOR KK"]:
+        half += 1  # cut between households
+    for cells in rows[half:]:
+        cells["NIK"] = rounded(cells["NIK"])
+    households, rejections = read(write_csv(tmp_path / "a.csv", rows))
+    refused = {r.line for r in rejections}
+    good_niks = {m["nik"] for h in households for m in h.household["anggota"]}
+    # on the good side only a value ending in 0 close to the rounded part may be refused
+    # (refusing a good number costs a re-save; taking a rounded one costs a wrong record)
+    assert all(
+        half + 2 - ROUNDING_REACH <= line and rows[line - 2]["NIK"].endswith("0")
+        for line in refused
+        if line < half + 2
+    )
+    for line, cells in enumerate(rows[half:], start=half + 2):
+        assert (line in refused) == cells["NIK"].endswith("0")
+    for line, cells in enumerate(rows, start=2):
+        assert (cells["NIK"] in good_niks) != (line in refused)

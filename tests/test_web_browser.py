@@ -11,6 +11,9 @@ test-artifacts/screenshots/.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from browser import (
     screenshot,
     skip_reason,
 )
-from conftest import NodeProcess, make_token, simpul_cli, start_node_process
+from conftest import NodeProcess, generate, make_token, simpul_cli, start_node_process
 from test_network_cli import create_network, enrol_by_file
 
 from simpul.node.runtime import open_node
@@ -39,6 +42,20 @@ pytestmark = [
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
 ]
 
+HEX_ID = re.compile(r"\b[0-9a-f]{12}\b")
+# tables wider than the window that do not scroll inside a container within the window
+# that shows it scrolls (headless Chromium hides scroll bars, as phones do: the page draws
+# edge shadows as its background, simpul.css .scroll)
+CUT_OFF_TABLES = """() => [...document.querySelectorAll('table')].filter(table => {
+    if (table.getBoundingClientRect().right <= window.innerWidth + 0.5) return false;
+    const box = table.closest('.scroll');
+    if (!box) return true;
+    const style = getComputedStyle(box);
+    return !(box.getBoundingClientRect().right <= window.innerWidth + 0.5
+             && (style.overflowX === 'auto' || style.overflowX === 'scroll')
+             && box.scrollWidth > box.clientWidth
+             && style.backgroundImage.includes('radial-gradient'));
+}).map(table => (table.closest('section') || document.body).innerText.slice(0, 40))"""
 SYNC_PERIOD = "2"
 WAIT_SECONDS = 60
 VILLAGE = "1709042001"
@@ -237,6 +254,8 @@ async def test_edit_on_node_a_shows_on_node_b_after_sync(office: Office) -> None
     await eventually(shown_on_b, "node B's page shows the edit made on node A")
     history = await page_b.inner_text("section:has(h2:text('Riwayat perubahan'))")
     assert "ani" in history and "Alamat" in history
+    assert "admin" in history  # node A by its display name, not a hex id
+    assert not HEX_ID.search(history)
     for page in (page_a, page_b):
         await page.context.close()
 
@@ -283,6 +302,8 @@ async def test_conflict_from_two_nodes_is_settled_in_the_page_on_both(office: Of
     assert "JL. MAWAR 1" not in text  # values are shown as stored, not upper-cased
     assert "Jl. Mawar 1" in text and "Jl. Anggrek 9" in text
     assert "ani" in text and "budi" in text
+    assert "admin" in text and "desa" in text  # the devices by their display names
+    assert not HEX_ID.search(text)
     await screenshot(verifier, "konflik-pilihan-1366")
     await verifier.set_viewport_size(PHONE)
     await screenshot(verifier, "konflik-pilihan-360")
@@ -368,6 +389,7 @@ MAIN_PAGES = {
     "keluarga-baru": "/keluarga/baru",
     "usulan": "/usulan",
     "konflik": "/konflik",
+    "duplikat": "/duplikat",
     "admin": "/admin",
 }
 
@@ -390,6 +412,7 @@ async def test_every_main_page_fits_the_screen_and_labels_every_input(
         assert await page.evaluate(unlabelled) == [], f"inputs without a label on {path}"
         overflow = await page.evaluate("document.documentElement.scrollWidth")
         assert overflow <= viewport["width"], f"{path} is wider than the screen: {overflow}"
+        assert await page.evaluate(CUT_OFF_TABLES) == [], f"a table is cut off on {path}"
     await page.context.close()
     login = await office.browser.new_page(viewport=viewport)
     await login.goto(f"{office.a.url}/masuk")
@@ -467,4 +490,74 @@ async def test_household_form_works_with_the_keyboard_alone(office: Office) -> N
     assert saved["rumah"] == data["rumah"]
     assert saved["anggota"][0]["tanggal_lahir"] == "1988-03-21"
     assert saved["anggota"][0]["hubungan"] == "Kepala Keluarga"
+    await page.context.close()
+
+
+async def test_village_names_show_on_beranda_and_the_list(office: Office, tmp_path: Path) -> None:
+    header, *rows = csv.reader(io.StringIO(generate(40, "csv", seed=29)))
+    kode, desa = header.index("KODE WILAYAH"), header.index("DESA/KELURAHAN")
+    ours = [r for r in rows if r[kode].startswith("1709")]  # node A's write scope
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *ours])
+    (tmp_path / "desa.csv").write_text(out.getvalue(), encoding="utf-8")
+    imported = simpul_cli(office.a_dir, "import", str(tmp_path / "desa.csv"), "--json")
+    assert imported.returncode == 0, imported.stderr
+    village, name = ours[0][kode], ours[0][desa]
+    page = await log_in(office.browser, office.a.url, "ani")
+    await page.goto(office.a.url + "/")
+    assert f"{name} ({village})" in await page.inner_text("main")
+    assert "Dinsos Uji" in await page.inner_text("#network-name")
+    await page.goto(f"{office.a.url}/keluarga?desa={village}")
+    cells = page.locator("table.list tbody td:nth-child(3)")
+    assert await cells.count() > 0
+    assert set(await cells.all_inner_texts()) == {f"{name} ({village})"}
+    option = page.locator(f"#desa option[value='{village}']")
+    assert await option.inner_text() == f"{name} ({village})"
+    await screenshot(page, "keluarga-nama-desa-1366")
+    await page.set_viewport_size(PHONE)
+    await screenshot(page, "keluarga-nama-desa-360")
+    assert await page.evaluate(CUT_OFF_TABLES) == []
+    await page.locator("table.list tbody a").first.click()
+    heading = await page.inner_text("h1")
+    assert "KK " in heading and heading.split(" KK ")[0].strip()  # the head's name first
+    assert await page.evaluate(CUT_OFF_TABLES) == []
+    await screenshot(page, "keluarga-detail-360")
+    await page.context.close()
+
+
+async def test_the_form_says_wajib_diisi_keeps_the_typed_date_and_refuses_a_duplicate_kk(
+    office: Office,
+) -> None:
+    held = await office.api("a", "ani", "POST", "/api/v1/records", json=household(6))
+    page = await log_in(office.browser, office.a.url, "ani")
+    await page.goto(f"{office.a.url}/keluarga/baru")
+    data = household(6)
+    await page.fill("#f-kode_wilayah", data["kode_wilayah"])
+    await page.fill("#f-anggota-0-nama", "Siti Aminah")
+    await page.fill("#f-anggota-0-tanggal_lahir", "31-02-1988")
+    await page.click("button.primary[value=simpan]")
+    assert await page.inner_text("#e-no_kk") == "wajib diisi"
+    assert await page.inner_text("#e-anggota-0-jenis_kelamin") == "wajib diisi"
+    assert (
+        await page.inner_text("#e-anggota-0-tanggal_lahir") == "31-02-1988 bukan tanggal yang ada"
+    )
+    assert await page.input_value("#f-anggota-0-tanggal_lahir") == "31-02-1988"
+    assert await page.input_value("#f-anggota-0-nama") == "Siti Aminah"
+    await screenshot(page, "form-wajib-diisi-1366")
+
+    for field in ("no_kk", "dusun", "rt", "rw", "alamat"):
+        await page.fill(f"#f-{field}", data[field])
+    await page.fill("#f-desil", "2")
+    for field, value in data["rumah"].items():
+        await by_id(page, f"f-rumah.{field}").select_option(value)
+    member = {**data["anggota"][0], "nik": nik(21, 3, 1988, 7001), "tanggal_lahir": "21-03-1988"}
+    await fill_member(page, 0, member)
+    await page.click("button.primary[value=simpan]")
+    alert = page.locator("#duplikat")
+    assert f"No. KK {data['no_kk']} sudah tercatat di keluarga" in await alert.inner_text()
+    assert await page.input_value("#f-anggota-0-nik") == member["nik"]
+    await page.set_viewport_size(PHONE)
+    await screenshot(page, "form-duplikat-360")
+    await alert.locator("a").click()
+    assert record_id_in(page.url) == held["id"]
     await page.context.close()
