@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook
 from test_csv_households import HEADER, generate, row, wife, write_csv
 
@@ -202,3 +205,20 @@ def test_a_damaged_workbook_is_one_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
     with pytest.raises(CsvFormatError, match=r"not a readable \.xlsx workbook"):
         read_households_file(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(0, 10_000), flip=st.integers(0, 10_000))
+def test_a_workbook_cut_or_damaged_anywhere_is_its_rows_or_one_clear_error(
+    cut: int, flip: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = write_xlsx(Path(tmp) / "whole.xlsx", [row(), wife()]).read_bytes()
+        damaged = bytearray(whole[: max(1, cut % len(whole))])
+        damaged[flip % len(damaged)] ^= 0x55
+        path = Path(tmp) / "damaged.xlsx"
+        path.write_bytes(bytes(damaged))
+        try:
+            list(read_households_file(path))
+        except CsvFormatError as exc:
+            assert str(exc)  # one clear line, nothing else escapes
