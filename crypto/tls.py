@@ -168,11 +168,19 @@ class ResumingContext(ssl.SSLContext):
     ) -> ssl.SSLObject:
         last: dict[str, ssl.SSLObject] = self.__dict__.setdefault("_last", {})
         key = str(server_hostname or "")
-        previous = last.get(key)
+        previous = last.pop(key, None)
         if session is None and previous is not None:
-            held = previous.session
+            try:
+                held = previous.session
+            except ValueError:  # OpenSSL cannot hand it over (its handshake was cut)
+                held = None
             session = held if held is not None and held.has_ticket else None
-        made = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        try:
+            made = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        except ValueError:  # "i2d() failed": a session from a link cut mid-handshake
+            if session is None:
+                raise
+            made = super().wrap_bio(incoming, outgoing, server_side, server_hostname, None)
         last[key] = made
         return made
 

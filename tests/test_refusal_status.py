@@ -83,6 +83,10 @@ async def test_a_refused_entry_is_red_everywhere_and_the_rest_still_syncs(
             return record["alamat"] == "Jl. Baru 3"
 
         await eventually(edit_arrived, "a later edit arrives")
+    cli_facts = status(office)  # `simpul status --json` shows the same as the API
+    assert cli_facts["refused"] == {village_id: {"scope": 1}}
+    assert [p["state"] for p in cli_facts["peers"]] == ["refused"]
+    assert [p["refused_by_peer"] for p in status(village)["peers"]] == [{"scope": 1}]
     for data_dir, side in ((office, "refused here"), (village, "refuses")):
         listed = simpul_cli(data_dir, "peers")
         assert "refused" in listed.stdout and "scope 1" in listed.stdout, listed.stdout
