@@ -191,7 +191,7 @@ async def test_photos_of_one_node_reach_the_other(
     )
 
 
-@pytest.mark.slow
+@pytest.mark.long
 async def test_two_hundred_photos_reach_the_other_node(
     office_village: tuple[Path, Path], node_processes: list[NodeProcess], households_jsonl: list
 ) -> None:

@@ -84,7 +84,7 @@ async def test_photos_go_by_drive_sealed_after_the_records(
     await carried(office_village, tmp_path, PHOTOS_DEFAULT)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 async def test_two_hundred_photos_go_by_drive(
     office_village: tuple[Path, Path], tmp_path: Path
 ) -> None:

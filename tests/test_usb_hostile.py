@@ -53,17 +53,20 @@ class Trap:
         assert self.status()["records"] == (self.records if records is None else records)
 
 
-@pytest.fixture
-def trap(tmp_path: Path, office_village: tuple[Path, Path]) -> Trap:
+def drive_trap(office_village: tuple[Path, Path], drive: Path) -> Trap:
+    """A drive at `drive` that the village wrote 30 households to, for the office to read."""
     office, village = office_village
     import_households(village, 30)
-    drive = tmp_path / "flashdisk"
-    drive.mkdir()
+    drive.mkdir(parents=True)
     usb_sync(village, drive)
-    network_id = json.loads(simpul_cli(village, "status", "--json").stdout)["network_id"]
-    records = json.loads(simpul_cli(village, "status", "--json").stdout)["records"]
-    assert records > 0
-    return Trap(office, village, drive, drive / "SIMPUL" / network_id, records)
+    facts = json.loads(simpul_cli(village, "status", "--json").stdout)
+    assert facts["records"] > 0
+    return Trap(office, village, drive, drive / "SIMPUL" / facts["network_id"], facts["records"])
+
+
+@pytest.fixture
+def trap(tmp_path: Path, office_village: tuple[Path, Path]) -> Trap:
+    return drive_trap(office_village, tmp_path / "flashdisk")
 
 
 def measured(data_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess, int]:
@@ -168,15 +171,9 @@ async def test_a_running_node_does_not_follow_the_symlink_either(
     node_processes: list[NodeProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    office, village = office_village
-    import_households(village, 30)
     media = tmp_path / "media"
-    drive = media / "FLASHDISK"
-    drive.mkdir(parents=True)
-    usb_sync(village, drive)
-    facts = json.loads(simpul_cli(village, "status", "--json").stdout)
-    trap = Trap(office, village, drive, drive / "SIMPUL" / facts["network_id"], facts["records"])
-    (drive / "SIMPUL" / "manifest.json.tmp").symlink_to(office / "simpul.db")
+    trap = drive_trap(office_village, media / "FLASHDISK")
+    (trap.drive / "SIMPUL" / "manifest.json.tmp").symlink_to(trap.office / "simpul.db")
 
     state, records = await watched(trap, media, node_processes, monkeypatch)
     assert state["state"] == "selesai", state
@@ -243,14 +240,8 @@ async def test_a_running_node_ends_its_sync_of_a_drive_with_a_fifo(
     node_processes: list[NodeProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    office, village = office_village
-    import_households(village, 30)
     media = tmp_path / "media"
-    drive = media / "FLASHDISK"
-    drive.mkdir(parents=True)
-    usb_sync(village, drive)
-    facts = json.loads(simpul_cli(village, "status", "--json").stdout)
-    trap = Trap(office, village, drive, drive / "SIMPUL" / facts["network_id"], facts["records"])
+    trap = drive_trap(office_village, media / "FLASHDISK")
     os.mkfifo(trap.network / "20260101-000000000-00000000-0000.simpul")
 
     state, records = await watched(trap, media, node_processes, monkeypatch)
