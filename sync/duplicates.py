@@ -58,36 +58,35 @@ class DuplicatePair:
     shared: tuple[str, ...]
 
 
-async def nik_holders(conn: aiosqlite.Connection, niks: Iterable[str]) -> dict[str, set[str]]:
-    """NIK -> ids of the live households that hold it."""
+NIK_HOLDERS = (
+    "SELECT p.nik, p.record_id FROM persons p JOIN records r ON r.id = p.record_id"
+    " WHERE r.deleted = 0 AND p.nik IN "
+)
+KK_HOLDERS = "SELECT no_kk, id FROM records WHERE deleted = 0 AND no_kk IN "
+
+
+async def _holders(
+    conn: aiosqlite.Connection, select: str, values: Iterable[str]
+) -> dict[str, set[str]]:
+    """value -> ids of the live households that `select` (rows of value, id) finds for it."""
     found: dict[str, set[str]] = {}
-    wanted = list(dict.fromkeys(niks))
+    wanted = list(dict.fromkeys(values))
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
-        sql = (
-            "SELECT p.nik, p.record_id FROM persons p JOIN records r ON r.id = p.record_id"
-            f" WHERE r.deleted = 0 AND p.nik IN ({','.join('?' * len(chunk))})"
-        )
-        async with conn.execute(sql, chunk) as cursor:
-            async for nik, record_id in cursor:
-                found.setdefault(nik, set()).add(record_id)
+        async with conn.execute(f"{select}({','.join('?' * len(chunk))})", chunk) as cursor:
+            async for value, record_id in cursor:
+                found.setdefault(value, set()).add(record_id)
     return found
+
+
+async def nik_holders(conn: aiosqlite.Connection, niks: Iterable[str]) -> dict[str, set[str]]:
+    """NIK -> ids of the live households that hold it."""
+    return await _holders(conn, NIK_HOLDERS, niks)
 
 
 async def kk_holders(conn: aiosqlite.Connection, kks: Iterable[str]) -> dict[str, set[str]]:
     """No. KK -> ids of the live households that hold it."""
-    found: dict[str, set[str]] = {}
-    wanted = list(dict.fromkeys(kks))
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        sql = (
-            "SELECT no_kk, id FROM records"
-            f" WHERE deleted = 0 AND no_kk IN ({','.join('?' * len(chunk))})"
-        )
-        async with conn.execute(sql, chunk) as cursor:
-            async for kk, record_id in cursor:
-                found.setdefault(kk, set()).add(record_id)
-    return found
+    return await _holders(conn, KK_HOLDERS, kks)
 
 
 async def holder(conn: aiosqlite.Connection, record_id: str) -> Holder:

@@ -344,7 +344,11 @@ class _Applier:
             progress = False
             for entry in list(missing):
                 held_dep = next(
-                    (d for d in change_header(entry.change)[0] if d in refused | self._held_hashes),
+                    (
+                        d
+                        for d in change_header(entry.change)[0]
+                        if d in refused or d in self._held_hashes
+                    ),
                     None,
                 )
                 if held_dep is not None:
